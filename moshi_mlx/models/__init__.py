@@ -1,0 +1,1 @@
+"""Networks: Helium (temporal transformer), depformer, the multi-stream LM, and Mimi."""
