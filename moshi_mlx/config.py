@@ -35,6 +35,7 @@ HUB_KEYS = (
     "stt_config",
     "model_id",
     "dtype",
+    "mimi",  # our tiny/test repos: the small Mimi's MimiConfig fields
 )
 
 
