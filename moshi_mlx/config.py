@@ -124,8 +124,11 @@ class LmConfig:
             )
         sched = self.depformer_weights_per_step_schedule
         if sched is not None:
-            _check(len(sched) == self.dep_q, "depformer_weights_per_step_schedule",
-                   f"needs dep_q = {self.dep_q} entries")
+            _check(
+                len(sched) == self.dep_q,
+                "depformer_weights_per_step_schedule",
+                f"needs dep_q = {self.dep_q} entries",
+            )
         _check(
             0 <= self.existing_text_padding_id < self.text_card,
             "existing_text_padding_id",
@@ -271,7 +274,8 @@ class MimiConfig:
             hop *= r
         enc_rate = self.sample_rate / hop
         _check(
-            enc_rate % self.frame_rate == 0 or abs(enc_rate / self.frame_rate - round(enc_rate / self.frame_rate)) < 1e-9,
+            enc_rate % self.frame_rate == 0
+            or abs(enc_rate / self.frame_rate - round(enc_rate / self.frame_rate)) < 1e-9,
             "frame_rate",
             f"encoder rate {enc_rate} Hz must be a multiple of frame_rate {self.frame_rate}",
         )
@@ -306,7 +310,8 @@ class MimiConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            f.name: list(getattr(self, f.name)) if isinstance(getattr(self, f.name), tuple)
+            f.name: list(getattr(self, f.name))
+            if isinstance(getattr(self, f.name), tuple)
             else getattr(self, f.name)
             for f in dataclasses.fields(self)
         }
