@@ -1,0 +1,105 @@
+"""Per-codebook delays between the "aligned" and the "delayed" layout of Moshi's streams.
+
+Moshi's streams are K = 1 + n_q rows (row 0 text, then Moshi's audio codebooks, then the user's).
+In the *aligned* (undelayed) layout, column t of every row belongs to the same 80 ms frame t.
+The network instead reads the *delayed* layout, where row k is shifted right by `delays[k]` steps
+(semantic codebook 0 and text on time, acoustic codebooks 1 step late in the real model), so that
+acoustic codes of frame t are predicted after the semantic code of frame t is known.
+
+    delayed[:, k, t] = aligned[:, k, t - delays[k]]   if t >= delays[k]   else pad[k]
+    aligned[:, k, t] = delayed[:, k, t + delays[k]]   if t + delays[k] < T else fill
+
+This reproduces torch `moshi.models.lm_utils._delay_sequence` / `_undelay_sequence` (PT pads the
+delayed layout with the per-stream initial tokens: text_card for text, card for audio). The
+streaming engine stores its sequence aligned and reads through `delayed_index`; `Lm.forward` uses
+`delay_codes` / `undelay` on whole sequences. Keeping both here means delays are defined once.
+
+Special token ids (reference.md section 2) live here too because every user of delays needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import mlx.core as mx
+import numpy as np
+
+UNGENERATED = -2  # "still to be sampled" in a generation buffer; must never reach an embedding
+ZERO_TOKEN = -1  # embeds to exact zeros (unused by Moshi chat)
+
+ArrayLike = mx.array | np.ndarray
+
+
+def initial_tokens(text_card: int, card: int, n_q: int) -> list[int]:
+    """Per-stream initial tokens [text_card, card x n_q], fed before a stream has real values."""
+    return [text_card] + [card] * n_q
+
+
+def _per_stream(value: int | float | Sequence[int | float], k: int) -> list:
+    if isinstance(value, (int, float)):
+        return [value] * k
+    values = list(value)
+    if len(values) != k:
+        raise ValueError(f"expected {k} per-stream values, got {len(values)}")
+    return values
+
+
+def _check_delays(delays: Sequence[int], k: int) -> None:
+    if len(delays) != k:
+        raise ValueError(f"got {len(delays)} delays for {k} streams")
+    if any(d < 0 for d in delays):
+        raise ValueError(f"delays must be >= 0, got {list(delays)}")
+
+
+def delay_codes(
+    codes: ArrayLike, delays: Sequence[int], pad: int | Sequence[int] = UNGENERATED
+) -> mx.array:
+    """Aligned `[B, K, T]` codes -> delayed layout; the first `delays[k]` steps of row k hold `pad[k]`."""
+    codes = mx.array(codes) if not isinstance(codes, mx.array) else codes
+    B, K, T = codes.shape
+    _check_delays(delays, K)
+    pads = _per_stream(pad, K)
+    rows = []
+    for k, d in enumerate(delays):
+        row = codes[:, k]
+        d = min(d, T)
+        if d > 0:
+            head = mx.full((B, d), pads[k], dtype=codes.dtype)
+            row = mx.concatenate([head, row[:, : T - d]], axis=1)
+        rows.append(row)
+    return mx.stack(rows, axis=1)
+
+
+def undelay(
+    x: ArrayLike, delays: Sequence[int], fill: int | float = float("nan")
+) -> mx.array:
+    """Delayed `[B, K, T, ...]` (codes or logits) -> aligned; the last `delays[k]` steps of row k hold `fill`.
+
+    Inverse of `delay_codes` on every position that survives the shift.
+    """
+    x = mx.array(x) if not isinstance(x, mx.array) else x
+    B, K, T = x.shape[:3]
+    _check_delays(delays, K)
+    rows = []
+    for k, d in enumerate(delays):
+        row = x[:, k]
+        d = min(d, T)
+        if d > 0:
+            tail = mx.full((B, d, *x.shape[3:]), fill, dtype=x.dtype)
+            row = mx.concatenate([row[:, d:], tail], axis=1)
+        rows.append(row)
+    return mx.stack(rows, axis=1)
+
+
+def undelay_mask(delays: Sequence[int], T: int) -> np.ndarray:
+    """Bool `[K, T]`: True where `undelay` output is defined (not filled)."""
+    mask = np.ones((len(delays), T), dtype=bool)
+    for k, d in enumerate(delays):
+        if d > 0:
+            mask[k, max(T - d, 0):] = False
+    return mask
+
+
+def delayed_index(step: int, delay: int) -> int:
+    """Aligned frame that stream `k` (with `delay`) shows in delayed column `step` (< 0: initial token)."""
+    return step - delay

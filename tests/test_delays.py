@@ -1,0 +1,64 @@
+"""Delays: aligned <-> delayed layout, checked against an explicit per-element definition."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from moshi_mlx.delays import (
+    UNGENERATED,
+    delay_codes,
+    delayed_index,
+    initial_tokens,
+    undelay,
+    undelay_mask,
+)
+
+MOSHI_DELAYS = [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1]
+
+
+def test_delay_matches_definition():
+    rng = np.random.default_rng(0)
+    delays = [0, 2, 1, 3]
+    codes = rng.integers(0, 100, size=(2, 4, 7))
+    pads = [1000, 2000, 3000, 4000]
+    out = np.array(delay_codes(codes, delays, pad=pads))
+    for k, d in enumerate(delays):
+        for t in range(7):
+            want = codes[:, k, t - d] if t >= d else np.full(2, pads[k])
+            np.testing.assert_array_equal(out[:, k, t], want)
+
+
+def test_round_trip_moshi_delays():
+    rng = np.random.default_rng(1)
+    T = 9
+    codes = rng.integers(0, 2048, size=(3, 17, T)).astype(np.int32)
+    delayed = delay_codes(mx.array(codes), MOSHI_DELAYS, pad=initial_tokens(32000, 2048, 16))
+    back = np.array(undelay(delayed, MOSHI_DELAYS, fill=UNGENERATED))
+    mask = undelay_mask(MOSHI_DELAYS, T)
+    np.testing.assert_array_equal(back[:, mask], codes[:, mask])
+    assert (back[:, ~mask] == UNGENERATED).all()
+    # Exactly the last step of each delayed stream is lost.
+    assert (~mask).sum() == sum(1 for d in MOSHI_DELAYS if d)
+    # Padded positions hold the initial tokens: text 32000 on time, audio 2048 where delayed.
+    d = np.array(delayed)
+    assert (d[:, 2:9, 0] == 2048).all() and (d[:, 0, 0] == codes[:, 0, 0]).all()
+
+
+def test_undelay_logits_trailing_dims_and_nan_fill():
+    x = mx.arange(2 * 3 * 4 * 5, dtype=mx.float32).reshape(2, 3, 4, 5)
+    out = np.array(undelay(x, [0, 1, 2]))
+    xn = np.array(x)
+    np.testing.assert_array_equal(out[:, 0], xn[:, 0])
+    np.testing.assert_array_equal(out[:, 1, :3], xn[:, 1, 1:])
+    np.testing.assert_array_equal(out[:, 2, :2], xn[:, 2, 2:])
+    assert np.isnan(out[:, 1, 3]).all() and np.isnan(out[:, 2, 2:]).all()
+
+
+def test_delay_longer_than_sequence_and_bad_input():
+    out = np.array(delay_codes(np.ones((1, 2, 2), np.int32), [0, 5], pad=7))
+    np.testing.assert_array_equal(out[0, 1], [7, 7])
+    with pytest.raises(ValueError):
+        delay_codes(np.ones((1, 2, 2), np.int32), [0])
+    with pytest.raises(ValueError):
+        delay_codes(np.ones((1, 2, 2), np.int32), [0, -1])
+    assert delayed_index(5, 1) == 4 and delayed_index(0, 1) == -1
