@@ -1,0 +1,85 @@
+"""Token sampling: temperature, top-k, top-p, seeded through explicit MLX random keys.
+
+Reproduces the distribution of torch `moshi.utils.sampling.sample_token` as used by PT `LMGen`:
+`probs = softmax(logits / temp)`, then top-k (keep the k most probable, renormalize) or top-p
+(sort descending, drop a token when the mass strictly before it exceeds p, renormalize), then one
+multinomial draw. temp 0 means argmax. Defaults equal PT `LMGen`: text temp 0.7 / top-k 25,
+audio temp 0.8 / top-k 250.
+
+One extension: PT ignores top-k when top-p is set; here both apply (top-k first, then top-p on
+what is left), which equals PT whenever only one of them is set.
+
+The draw uses `mx.random.categorical(..., key=key)` (Gumbel-max, the same distribution as PT's
+exponential-race multinomial). Callers that want reproducible streams pass explicit keys (the
+engine splits one per step from its seed); without a key MLX's global generator is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+from mlx_lm.sample_utils import apply_top_k
+
+
+def _top_p_mask(scaled: mx.array, top_p: float) -> mx.array:
+    """Bool mask (True = keep) of PT's nucleus on `softmax(scaled)`, last axis."""
+    # mlx_lm's apply_top_p is not used: it computes the nucleus on the untempered distribution
+    # (temperature applied afterwards) and drops a token when the mass before it is >= p,
+    # while PT tempers first and drops only when that mass is > p.
+    order = mx.argsort(-scaled, axis=-1)
+    sorted_probs = mx.take_along_axis(mx.softmax(scaled, axis=-1), order, axis=-1)
+    mass_before = mx.cumsum(sorted_probs, axis=-1) - sorted_probs
+    keep_sorted = mass_before <= top_p
+    return mx.put_along_axis(mx.zeros(scaled.shape, dtype=mx.bool_), order, keep_sorted, axis=-1)
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """Samples token ids from logits `[..., V]`; returns int32 ids `[...]`."""
+
+    temp: float
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temp >= 0:
+            raise ValueError(f"temp must be >= 0, got {self.temp}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            raise ValueError(f"top_k must be a positive int or None, got {self.top_k!r}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temp == 0
+
+    def filtered_logits(self, logits: mx.array) -> mx.array:
+        """Float32 logits whose softmax is exactly the sampling distribution (-inf = excluded)."""
+        scaled = logits.astype(mx.float32) * (1.0 / self.temp)
+        vocab = scaled.shape[-1]
+        if self.top_k is not None and self.top_k < vocab:
+            # mlx_lm's top-k masks all but the k largest logits: the same support as PT's
+            # torch.topk on the tempered probabilities (softmax and 1/temp keep the order).
+            scaled = apply_top_k(scaled, self.top_k)
+        if self.top_p is not None and self.top_p < 1:
+            scaled = mx.where(_top_p_mask(scaled, self.top_p), scaled, -mx.inf)
+        return scaled
+
+    def probs(self, logits: mx.array) -> mx.array:
+        """Exact sampling probabilities `[..., V]` (one-hot argmax when greedy)."""
+        if self.greedy:
+            top = mx.argmax(logits, axis=-1, keepdims=True)
+            return (mx.arange(logits.shape[-1]) == top).astype(mx.float32)
+        return mx.softmax(self.filtered_logits(logits), axis=-1)
+
+    def __call__(self, logits: mx.array, key: mx.array | None = None) -> mx.array:
+        if self.greedy:
+            return mx.argmax(logits, axis=-1).astype(mx.int32)
+        out = mx.random.categorical(self.filtered_logits(logits), axis=-1, key=key)
+        return out.astype(mx.int32)
+
+
+GREEDY = Sampler(0.0)
+DEFAULT_TEXT = Sampler(0.7, top_k=25)
+DEFAULT_AUDIO = Sampler(0.8, top_k=250)
