@@ -1,0 +1,290 @@
+"""Where model files come from: names, Hugging Face repos, local directories, the offline cache.
+
+This is the only module of the package that imports `huggingface_hub` (lazily, inside functions).
+
+A model is three files plus an optional `config.json`, laid out like Kyutai's MLX repos:
+the LM (`model.safetensors`, `model.q8.safetensors` or `model.q4.safetensors`), Mimi
+(`tokenizer-e351c8d8-checkpoint125.safetensors`) and the text tokenizer (`tokenizer_spm_32k_3.model`).
+Kyutai's moshiko/moshika MLX repos have no `config.json` (the LM is the v0.1 preset); our own repos
+(tiny test models, `cli.py quantize` outputs) have one, with `moshi_name`/`mimi_name`/
+`tokenizer_name` naming the files, as in Kyutai's newer repos.
+
+Selection, most specific first: explicit `--lm-weight/--mimi-weight/--tokenizer` files override
+single files of whatever else is chosen; `--model-dir DIR`; `--hf-repo REPO`; `--model NAME
+--quant Q` (a known name); default `kyutai/moshiko-mlx-q4`.
+
+Offline (`HF_HUB_OFFLINE=1`, or the hub unreachable) cached files are used; a file that is not in the
+cache raises `HubError` whose message says what to download, how large it is and the command to do it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
+TOKENIZER_FILE = "tokenizer_spm_32k_3.model"
+LM_FILES = {"bf16": "model.safetensors", "q8": "model.q8.safetensors", "q4": "model.q4.safetensors"}
+NAMES = ("moshiko", "moshika")
+QUANTS = tuple(LM_FILES)
+DEFAULT_NAME, DEFAULT_QUANT = "moshiko", "q4"
+DEFAULT_REPO = f"kyutai/{DEFAULT_NAME}-mlx-{DEFAULT_QUANT}"
+
+# Approximate sizes from the Hugging Face listings (reference.md section 5), for the offline message.
+FILE_SIZES = {
+    "model.safetensors": 15.4e9,
+    "model.q8.safetensors": 8.17e9,
+    "model.q4.safetensors": 4.81e9,
+    MIMI_FILE: 385e6,
+    TOKENIZER_FILE: 553e3,
+    "config.json": 2e3,
+}
+
+
+class HubError(Exception):
+    """A user-facing problem finding model files; the message is one clear line (or a few)."""
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Resolved local paths of one model, plus what to call it in the UI and transcripts."""
+
+    lm_weight: Path
+    mimi_weight: Path
+    tokenizer: Path
+    config: Path | None  # config.json if the source has one
+    source: str  # repo id or directory
+    name: str  # e.g. "moshiko" or the repo/dir name
+    precision: str  # "bf16", "q8", "q4", or what the config's quantization block says
+
+    def config_dict(self) -> dict[str, Any]:
+        """The parsed `config.json`, or {} when the source has none."""
+        if self.config is None:
+            return {}
+        with open(self.config) as f:
+            return json.load(f)
+
+
+def repo_for(name: str, quant: str) -> str:
+    """`moshiko`/`moshika` x `bf16`/`q8`/`q4` -> Kyutai's MLX repo id."""
+    if name not in NAMES:
+        raise HubError(f"unknown model name {name!r}; known names: {', '.join(NAMES)}")
+    if quant not in QUANTS:
+        raise HubError(f"unknown precision {quant!r} for {name}; known: {', '.join(QUANTS)}")
+    return f"kyutai/{name}-mlx-{quant}"
+
+
+def parse_model_name(spec: str, quant: str | None = None) -> tuple[str, str]:
+    """Accepts `moshiko`, `moshiko-q8`, `moshika:bf16`; returns (name, quant)."""
+    for sep in (":", "-", "/"):
+        if sep in spec:
+            head, tail = spec.split(sep, 1)
+            if tail in QUANTS:
+                spec, quant = head, tail
+                break
+    if spec not in NAMES:
+        known = ", ".join(f"{n}[-{'|'.join(QUANTS)}]" for n in NAMES)
+        raise HubError(f"unknown model name {spec!r}; known names: {known}")
+    quant = quant or DEFAULT_QUANT
+    if quant not in QUANTS:
+        raise HubError(f"unknown precision {quant!r}; known: {', '.join(QUANTS)}")
+    return spec, quant
+
+
+def _known_repo(repo: str) -> tuple[str, str] | None:
+    for n in NAMES:
+        for q in QUANTS:
+            if repo == f"kyutai/{n}-mlx-{q}":
+                return n, q
+    return None
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE read at call time (huggingface_hub reads it once, at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def cache_dir() -> str:
+    """The hub cache, honouring HF_HUB_CACHE / HF_HOME at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
+    return os.path.join(home, "hub")
+
+
+def _fmt_size(n: float) -> str:
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f} {unit}" if unit == "GB" else f"{n / div:.0f} {unit}"
+    return f"{int(n)} B"
+
+
+def _missing_message(repo: str, files: list[str], why: str) -> str:
+    sizes = [FILE_SIZES.get(f) for f in files]
+    listing = ", ".join(f"{f} ({_fmt_size(s)})" if s else f for f, s in zip(files, sizes, strict=True))
+    total = sum(s for s in sizes if s)
+    about = f" (about {_fmt_size(total)} in all)" if total else ""
+    return (
+        f"{why}: {repo} is not in the local cache ({cache_dir()}). Needed: {listing}{about}. "
+        f"Download it while online with: hf download {repo} {' '.join(files)}"
+    )
+
+
+def _cached(repo: str, filename: str) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(repo, filename, cache_dir=cache_dir())
+    return hit if isinstance(hit, str) and os.path.isfile(hit) else None
+
+
+def _fetch(repo: str, filename: str, offline: bool) -> str | None:
+    """Local path of repo/filename (downloading with progress if online), None if unavailable."""
+    hit = _cached(repo, filename)
+    if hit is not None or offline:
+        return hit
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        return hf_hub_download(repo, filename, cache_dir=cache_dir())
+    except GatedRepoError as e:
+        raise HubError(f"{repo} is gated: log in with `hf auth login` ({e.__class__.__name__})") from None
+    except RepositoryNotFoundError:
+        raise HubError(f"Hugging Face repo {repo!r} does not exist (or is private)") from None
+    except LocalEntryNotFoundError:
+        return None  # no network and not cached
+    except EntryNotFoundError:
+        raise HubError(f"{repo} has no file {filename!r}") from None
+    except KeyboardInterrupt:
+        raise HubError(
+            f"download of {repo}/{filename} interrupted; run the command again to resume it"
+        ) from None
+    except OSError as e:  # connection reset mid-file, disk full, ...
+        raise HubError(
+            f"download of {repo}/{filename} failed ({e.__class__.__name__}: {e}); "
+            "run the command again to resume it"
+        ) from None
+
+
+def _files_from_config(cfg: dict[str, Any], lm_default: str) -> tuple[str, str, str]:
+    return (
+        cfg.get("moshi_name") or lm_default,
+        cfg.get("mimi_name") or MIMI_FILE,
+        cfg.get("tokenizer_name") or TOKENIZER_FILE,
+    )
+
+
+def _precision(cfg: dict[str, Any], lm_file: str) -> str:
+    q = cfg.get("quantization")
+    if isinstance(q, dict) and q.get("bits"):
+        return f"q{q['bits']}"
+    for quant, fname in LM_FILES.items():
+        if Path(lm_file).name == fname:
+            return quant  # display only; loading detects quantization from the tensors
+    return "bf16" if "quantization" not in cfg else "mixed"
+
+
+def from_repo(repo: str) -> ModelFiles:
+    """Resolve (and download if needed) the files of a Hugging Face repo."""
+    offline = hub_offline()
+    known = _known_repo(repo)
+    why = "offline (HF_HUB_OFFLINE=1)" if offline else "the Hugging Face hub cannot be reached"
+    cfg: dict[str, Any] = {}
+    cfg_path: str | None = None
+    if known is None:  # our own / third-party repos carry a config.json naming the files
+        cfg_path = _fetch(repo, "config.json", offline)
+        if cfg_path is not None:
+            with open(cfg_path) as f:
+                cfg = json.load(f)
+    lm_default = LM_FILES[known[1]] if known else next(
+        (f for q, f in LM_FILES.items() if repo.endswith(f"-{q}")), LM_FILES["bf16"]
+    )
+    names = _files_from_config(cfg, lm_default)
+    paths = [_fetch(repo, f, offline) for f in names]
+    missing = [f for f, p in zip(names, paths, strict=True) if p is None]
+    if missing:
+        raise HubError(_missing_message(repo, missing, why))
+    lm, mimi, tok = (Path(p) for p in paths)  # type: ignore[arg-type]
+    return ModelFiles(
+        lm, mimi, tok, Path(cfg_path) if cfg_path else None, repo,
+        known[0] if known else repo.split("/")[-1], _precision(cfg, names[0]),
+    )
+
+
+def from_dir(model_dir: str | Path) -> ModelFiles:
+    """Resolve a local directory in the same layout as the repos."""
+    d = Path(model_dir).expanduser()
+    if not d.is_dir():
+        raise HubError(f"--model-dir {str(d)!r} is not a directory")
+    cfg_path = d / "config.json"
+    cfg: dict[str, Any] = {}
+    if cfg_path.is_file():
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as e:
+            raise HubError(f"{cfg_path} is not valid JSON: {e}") from None
+    lm_default = next((f for f in LM_FILES.values() if (d / f).is_file()), LM_FILES["bf16"])
+    if (d / "model.safetensors.index.json").is_file() and not (d / lm_default).is_file():
+        lm_default = "model.safetensors.index.json"
+    names = _files_from_config(cfg, lm_default)
+    missing = [f for f in names if not (d / f).exists()]
+    if missing:
+        raise HubError(f"--model-dir {str(d)!r} lacks {', '.join(missing)}")
+    lm = d if names[0].endswith(".index.json") else d / names[0]
+    return ModelFiles(
+        lm, d / names[1], d / names[2], cfg_path if cfg_path.is_file() else None,
+        str(d), d.name, _precision(cfg, names[0]),
+    )
+
+
+def resolve(
+    *,
+    hf_repo: str | None = None,
+    model: str | None = None,
+    quant: str | None = None,
+    model_dir: str | Path | None = None,
+    lm_weight: str | Path | None = None,
+    mimi_weight: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+) -> ModelFiles:
+    """Pick the model's files from the command-line style options (see module docstring)."""
+    explicit = {"--lm-weight": lm_weight, "--mimi-weight": mimi_weight, "--tokenizer": tokenizer}
+    for flag, p in explicit.items():
+        if p is not None and not Path(p).expanduser().exists():
+            raise HubError(f"{flag} {str(p)!r}: no such file")
+    if lm_weight and mimi_weight and tokenizer and not (model_dir or hf_repo or model):
+        lm = Path(lm_weight)
+        return ModelFiles(lm, Path(mimi_weight), Path(tokenizer), None, str(lm.parent),
+                          lm.stem, _precision({}, lm.name))
+    if sum(x is not None for x in (hf_repo, model, model_dir)) > 1:
+        raise HubError("choose one of --model-dir, --hf-repo and --model")
+    if model_dir is not None:
+        base = from_dir(model_dir)
+    elif model is not None:
+        base = from_repo(repo_for(*parse_model_name(model, quant)))
+    elif hf_repo is not None:
+        base = from_repo(hf_repo)
+    else:
+        base = from_repo(repo_for(DEFAULT_NAME, quant or DEFAULT_QUANT))
+    if not any(explicit.values()):
+        return base
+    return ModelFiles(
+        Path(lm_weight) if lm_weight else base.lm_weight,
+        Path(mimi_weight) if mimi_weight else base.mimi_weight,
+        Path(tokenizer) if tokenizer else base.tokenizer,
+        base.config, base.source, base.name,
+        _precision({}, str(lm_weight)) if lm_weight else base.precision,
+    )
