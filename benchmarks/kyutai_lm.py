@@ -1,0 +1,135 @@
+"""Time Kyutai's own `moshi_mlx` LmGen.step on a given config and weights file.
+
+Runs ONLY under Kyutai's environment (`/work/kyenv/bin/python`, moshi_mlx 0.3.0 with its pinned
+mlx); `benchmarks/bench_lm.py` calls it as a subprocess so both implementations are timed in one
+run on the same weights. It is a benchmark helper, not a test, and imports nothing from our package.
+
+    kyutai_lm.py CONFIG_JSON WEIGHTS --quant {bf16,q8,q4} --act {bf16,float32} [--frames N]
+
+CONFIG_JSON is Kyutai's `lm_kwargs` form (the `config.json` of their repos). WEIGHTS is a
+safetensors file in Kyutai's MLX key layout (bf16, or quantized with q8 = 8 bits / group 64,
+q4 = 4 bits / group 32, as their `quantize_mlx.py` makes them). Model build follows their
+`run_inference.py`: `Lm(cfg)`, cast to bf16, `nn.quantize` for q8/q4, `load_weights(strict=True)`.
+With `--act float32` every floating tensor (norms, bf16 weights, quantization scales/biases) is
+then cast to float32, so activations run in float32.
+
+Prints one JSON object on the last stdout line: p50/p95/mean ms per frame (warm-up excluded),
+peak MLX memory, max RSS, mlx and moshi_mlx versions, and the text tokens produced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import resource
+import sys
+import time
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from moshi_mlx import models, utils
+
+QUANT = {"bf16": None, "q8": (8, 64), "q4": (4, 32)}
+DTYPES = {"bf16": mx.bfloat16, "float32": mx.float32}
+
+
+def build_model(cfg_dict: dict, weights: str, quant: str, act: str) -> models.Lm:
+    """Build Kyutai's Lm exactly as their loaders do, then set the activation dtype."""
+    lm_cfg = models.LmConfig.from_config_dict(cfg_dict)
+    model = models.Lm(lm_cfg)
+    model.set_dtype(mx.bfloat16)
+    if QUANT[quant] is not None:
+        bits, group_size = QUANT[quant]
+        nn.quantize(model, bits=bits, group_size=group_size)
+    model.load_weights(weights, strict=True)
+    if act != "bf16":
+        model.set_dtype(DTYPES[act])
+    mx.eval(model.parameters())
+    return model
+
+
+def user_codes(n: int, n_user: int, card: int, seed: int) -> np.ndarray:
+    """Fixed pseudo-random user codes [n, n_user], same generator as bench_lm.py."""
+    return np.random.default_rng(seed).integers(0, card, size=(n, n_user), dtype=np.int64)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config")
+    ap.add_argument("weights")
+    ap.add_argument("--quant", choices=sorted(QUANT), default="bf16")
+    ap.add_argument("--act", choices=sorted(DTYPES), default="bf16")
+    ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--greedy", action="store_true", help="temperature 0 for text and audio")
+    args = ap.parse_args(argv)
+
+    with open(args.config) as f:
+        cfg_dict = json.load(f)
+    mx.random.seed(args.seed)
+    t_load = time.perf_counter()
+    model = build_model(cfg_dict, args.weights, args.quant, args.act)
+    load_s = time.perf_counter() - t_load
+
+    if args.greedy:
+        text_sampler = utils.Sampler(temp=0.0)
+        audio_sampler = utils.Sampler(temp=0.0)
+    else:  # the same settings as our DEFAULT_TEXT / DEFAULT_AUDIO and their run_inference.py
+        text_sampler = utils.Sampler(temp=0.7, top_k=25)
+        audio_sampler = utils.Sampler(temp=0.8, top_k=250)
+    n_total = args.warmup + args.frames
+    gen = models.LmGen(
+        model=model,
+        max_steps=n_total + 1,
+        text_sampler=text_sampler,
+        audio_sampler=audio_sampler,
+        batch_size=1,
+    )
+    n_user = cfg_dict["n_q"] - cfg_dict["dep_q"]
+    codes = user_codes(n_total, n_user, cfg_dict["card"], args.seed)
+    times: list[float] = []
+    texts: list[int] = []
+    audio_frames = 0
+    mx.reset_peak_memory()
+    for i in range(n_total):
+        user = mx.array(codes[i][None, :], dtype=mx.int32)
+        t0 = time.perf_counter()
+        text, _ = gen.step(user)  # 0.3.0 returns (text tokens, transformer output)
+        audio = gen.last_audio_tokens()
+        if audio is not None:
+            mx.eval(text, audio)
+            audio_frames += int(i >= args.warmup)
+        else:
+            mx.eval(text)
+        tok = int(np.asarray(text).reshape(-1)[0])
+        dt = time.perf_counter() - t0
+        texts.append(tok)
+        if i >= args.warmup:
+            times.append(dt * 1000.0)
+
+    ms = np.asarray(times)
+    result = {
+        "impl": "kyutai",
+        "quant": args.quant,
+        "act": args.act,
+        "frames": args.frames,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "mean_ms": float(ms.mean()),
+        "peak_mem_mb": mx.get_peak_memory() / 2**20,
+        "rss_max_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "load_s": load_s,
+        "audio_frames": audio_frames,
+        "text_tokens": texts,
+        "mlx": importlib.metadata.version("mlx"),
+        "moshi_mlx": importlib.metadata.version("moshi_mlx"),
+    }
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
