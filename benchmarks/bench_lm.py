@@ -169,9 +169,9 @@ def user_codes(n: int, n_user: int, card: int, seed: int) -> np.ndarray:
 def worker(args: argparse.Namespace) -> int:
     """Time our LmGen.step; print one JSON line like kyutai_lm.py."""
     import mlx.core as mx
+    from moshi_mlx.engine import LmGen
 
     from moshi_mlx import load_lm
-    from moshi_mlx.engine import LmGen
     from moshi_mlx.sampling import Sampler
 
     cfg = json.loads(Path(args.config).read_text())

@@ -29,6 +29,7 @@ import time
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+
 from moshi_mlx import models, utils
 
 QUANT = {"bf16": None, "q8": (8, 64), "q4": (4, 32)}
