@@ -1,0 +1,265 @@
+"""Full-duplex sound-card I/O for the live chat: sounddevice callbacks <-> frame queues.
+
+Design (the reasons are latency and robustness):
+- Two sounddevice streams (input and output) at 24 kHz mono, one 80 ms Mimi frame (1920 samples)
+  per callback. Separate streams rather than one duplex stream: PortAudio's ALSA duplex mode stalls on
+  PulseAudio here, and Kyutai's MLX app also uses two.
+- Callbacks only move blocks: the input callback copies the block into a bounded queue; the output
+  callback copies the next frame out of the jitter buffer or plays silence. No model work, no
+  resampling, no logging in callbacks.
+- If a device cannot open at 24 kHz, it is opened at its own default rate with a block of 80 ms at
+  that rate, and the model thread resamples (`StreamResampler`) on its side of the queues.
+- Input queue bounded at `max_lag_frames`: when the model falls behind, the oldest input frames are
+  dropped (counted in `lost_frames`) so the lag stays bounded and the session recovers.
+- Output jitter buffer: playback starts (and restarts after an underrun) once `jitter_frames` frames
+  are queued; a callback that finds nothing counts a `late_frame` and plays silence; frames beyond
+  `max_lag_frames` queued are dropped (lost) to bound latency.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24000
+FRAME_SIZE = 1920  # 24000 Hz / 12.5 Hz Mimi frame rate
+
+
+class AudioDeviceError(RuntimeError):
+    """No usable sound device (none present, bad index/name, cannot open)."""
+
+
+class StreamResampler:
+    """Stateful linear-interpolation resampler for a continuous stream cut into blocks.
+
+    Linear interpolation is enough for the live path's fallback rates (speech band, 44.1/48 kHz <->
+    24 kHz); the file path uses the real resampler in `moshi_mlx.audio.wav`.
+    """
+
+    def __init__(self, sr_in: int, sr_out: int) -> None:
+        self.sr_in, self.sr_out = int(sr_in), int(sr_out)
+        self._step = self.sr_in / self.sr_out  # input samples per output sample
+        self._pos = 0.0  # position of the next output sample, relative to _prev
+        self._prev = np.zeros(0, np.float32)  # last input sample of the previous block
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.sr_in == self.sr_out:
+            return np.asarray(x, np.float32)
+        buf = np.concatenate([self._prev, np.asarray(x, np.float32)])
+        if len(buf) < 2:
+            self._prev = buf
+            return np.zeros(0, np.float32)
+        n_out = int(np.floor((len(buf) - 1 - self._pos) / self._step)) + 1
+        n_out = max(n_out, 0)
+        t = self._pos + self._step * np.arange(n_out)
+        out = np.interp(t, np.arange(len(buf)), buf).astype(np.float32)
+        self._pos = self._pos + self._step * n_out - (len(buf) - 1)
+        self._prev = buf[-1:]
+        return out
+
+
+class FrameChunker:
+    """Re-cuts a stream of arbitrary-length blocks into fixed-size frames."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._buf = np.zeros(0, np.float32)
+
+    def push(self, x: np.ndarray) -> list[np.ndarray]:
+        self._buf = np.concatenate([self._buf, np.asarray(x, np.float32)])
+        n = len(self._buf) // self.size
+        frames = [self._buf[i * self.size:(i + 1) * self.size] for i in range(n)]
+        self._buf = self._buf[n * self.size:]
+        return frames
+
+
+@dataclass
+class AudioStats:
+    """Counters shared between the callbacks and the model thread (ints: atomic enough in CPython)."""
+
+    input_frames: int = 0
+    output_frames: int = 0
+    late_frames: int = 0  # output callback found no frame ready (played silence)
+    lost_frames: int = 0  # frames dropped to bound the lag (input or output side)
+    input_overflows: int = 0  # PortAudio status flags
+    output_underflows: int = 0
+
+
+def list_devices() -> str:
+    """The sound devices as sounddevice prints them (raises AudioDeviceError without PortAudio)."""
+    sd = _sounddevice()
+    return str(sd.query_devices())
+
+
+def _sounddevice() -> Any:
+    try:
+        import sounddevice as sd
+    except OSError as e:  # PortAudio library missing
+        raise AudioDeviceError(f"PortAudio is not available ({e}); install libportaudio2") from None
+    return sd
+
+
+def _parse_device(dev: str | int | None) -> str | int | None:
+    if isinstance(dev, str) and dev.strip().isdigit():
+        return int(dev)
+    return dev
+
+
+def _pick_rate(sd: Any, kind: str, device: Any) -> int:
+    """24 kHz if the device accepts it, else the device's default rate (resampled by the app)."""
+    check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+    try:
+        check(device=device, channels=1, dtype="float32", samplerate=SAMPLE_RATE)
+        return SAMPLE_RATE
+    except ValueError as e:
+        msg = str(e)
+        if "sample rate" not in msg.lower() and "samplerate" not in msg.lower():
+            raise AudioDeviceError(f"cannot open {kind} device {device!r}: {msg}") from None
+    try:
+        info = sd.query_devices(device, kind)
+    except ValueError as e:
+        raise AudioDeviceError(f"no {kind} device {device!r}: {e}") from None
+    rate = int(info["default_samplerate"])
+    log.info("%s device does not take %d Hz; opening at %d Hz and resampling", kind,
+             SAMPLE_RATE, rate)
+    return rate
+
+
+class LiveAudio:
+    """Two sounddevice streams feeding `read_frame()` and fed by `write_frame()` (24 kHz frames)."""
+
+    def __init__(
+        self,
+        input_device: str | int | None = None,
+        output_device: str | int | None = None,
+        jitter_frames: int = 1,
+        max_lag_frames: int = 6,
+    ) -> None:
+        self.input_device = _parse_device(input_device)
+        self.output_device = _parse_device(output_device)
+        self.jitter_frames = max(1, jitter_frames)
+        self.max_lag_frames = max(self.jitter_frames + 1, max_lag_frames)
+        self.stats = AudioStats()
+        self._in_q: queue.Queue[np.ndarray] = queue.Queue()
+        self._out: collections.deque[np.ndarray] = collections.deque()
+        self._playing = False
+        self._streams: list[Any] = []
+        self.input_rate = self.output_rate = SAMPLE_RATE
+        self.input_level = 0.0  # RMS of the last frame read / written (model thread)
+        self.output_level = 0.0
+
+    # --- callbacks (PortAudio thread): copy blocks, count, nothing else ---------------------------
+    def _on_input(self, indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
+        if status and status.input_overflow:
+            self.stats.input_overflows += 1
+        self.stats.input_frames += 1
+        self._in_q.put_nowait(indata[:, 0].copy())
+        if self._in_q.qsize() > self.max_lag_frames:
+            try:
+                self._in_q.get_nowait()  # drop the oldest: bounded lag beats complete audio
+                self.stats.lost_frames += 1
+            except queue.Empty:
+                pass
+
+    def _on_output(self, outdata: np.ndarray, frames: int, time: Any, status: Any) -> None:
+        if status and status.output_underflow:
+            self.stats.output_underflows += 1
+        if not self._playing and len(self._out) >= self.jitter_frames:
+            self._playing = True
+        if self._playing and self._out:
+            outdata[:, 0] = self._out.popleft()
+            self.stats.output_frames += 1
+        else:
+            outdata.fill(0)
+            if self._playing:  # underrun: count it and refill the jitter buffer before resuming
+                self.stats.late_frames += 1
+                self._playing = False
+
+    # --- model-thread side ----------------------------------------------------------------------
+    def start(self) -> None:
+        sd = _sounddevice()
+        try:
+            if not sd.query_devices():
+                raise AudioDeviceError("no sound devices found")
+            self.input_rate = _pick_rate(sd, "input", self.input_device)
+            self.output_rate = _pick_rate(sd, "output", self.output_device)
+            in_block = round(FRAME_SIZE * self.input_rate / SAMPLE_RATE)
+            out_block = round(FRAME_SIZE * self.output_rate / SAMPLE_RATE)
+            self._resample_in = StreamResampler(self.input_rate, SAMPLE_RATE)
+            self._chunk_in = FrameChunker(FRAME_SIZE)
+            self._resample_out = StreamResampler(SAMPLE_RATE, self.output_rate)
+            self._chunk_out = FrameChunker(out_block)
+            self._streams = [
+                sd.InputStream(samplerate=self.input_rate, blocksize=in_block, channels=1,
+                               dtype="float32", device=self.input_device,
+                               callback=self._on_input),
+                sd.OutputStream(samplerate=self.output_rate, blocksize=out_block, channels=1,
+                                dtype="float32", device=self.output_device,
+                                callback=self._on_output),
+            ]
+            for s in self._streams:
+                s.start()
+        except AudioDeviceError:
+            self.stop()
+            raise
+        except (sd.PortAudioError, ValueError) as e:
+            self.stop()
+            raise AudioDeviceError(f"cannot open the sound device: {e}") from None
+
+    def stop(self) -> None:
+        for s in self._streams:
+            try:
+                s.stop()
+                s.close()
+            except Exception as e:  # closing must never mask the real error
+                log.debug("closing stream: %s", e)
+        self._streams = []
+
+    def __enter__(self) -> LiveAudio:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def lag_frames(self) -> int:
+        """Frames waiting on either side: input not yet processed + output not yet played."""
+        return self._in_q.qsize() + len(self._out)
+
+    def read_frame(self, timeout: float = 0.5) -> np.ndarray | None:
+        """Next 1920-sample mic frame at 24 kHz, or None if none arrived within `timeout`."""
+        ready = getattr(self, "_ready_in", None)
+        if ready:
+            return self._take(ready)
+        while True:
+            try:
+                block = self._in_q.get(timeout=timeout)
+            except queue.Empty:
+                return None
+            frames = self._chunk_in.push(self._resample_in(block))
+            if frames:
+                self._ready_in = frames
+                return self._take(frames)
+
+    def _take(self, frames: list[np.ndarray]) -> np.ndarray:
+        frame = frames.pop(0)
+        self.input_level = float(np.sqrt(np.mean(np.square(frame))))
+        return frame
+
+    def write_frame(self, pcm: np.ndarray) -> None:
+        """Queue one 24 kHz frame for playback (resampled to the device rate if needed)."""
+        pcm = np.asarray(pcm, np.float32).reshape(-1)
+        self.output_level = float(np.sqrt(np.mean(np.square(pcm)))) if pcm.size else 0.0
+        for block in self._chunk_out.push(self._resample_out(pcm)):
+            self._out.append(block)
+            if len(self._out) > self.max_lag_frames:
+                self._out.popleft()
+                self.stats.lost_frames += 1

@@ -1,0 +1,133 @@
+"""A private PulseAudio server used as a real sound card by the live-loop tests.
+
+Two null sinks at 24 kHz mono: `moshi_mic` (tests play wavs into it with `paplay`; its monitor is the
+server's default source, i.e. the microphone the app records) and `moshi_spk` (the default sink the app
+plays into; tests record its monitor with `parec`). PortAudio reaches it through ALSA's `pulse` plugin
+(`~/.asoundrc` in a private HOME, plus PULSE_SERVER). Everything lives in a tmp dir; the server runs as
+the current user with `--exit-idle-time=-1` and is terminated at the end of the session.
+
+Use the `pulse_server` fixture (import it in a test module, or from conftest); it skips the test
+cleanly when pulseaudio is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+MIC, SPK = "moshi_mic", "moshi_spk"
+RATE = 24000
+ASOUNDRC = "pcm.!default {\n  type pulse\n}\nctl.!default {\n  type pulse\n}\n"
+
+
+@dataclass
+class PulseServer:
+    root: Path
+    env: dict[str, str]  # environment for clients (subprocesses) of this server
+    proc: subprocess.Popen
+
+    def pactl(self, *args: str) -> str:
+        return subprocess.run(["pactl", *args], env=self.env, check=True, capture_output=True,
+                              text=True, timeout=10).stdout
+
+    def play(self, wav: str | Path) -> subprocess.Popen:
+        """Play a wav into the virtual microphone (non-blocking)."""
+        return subprocess.Popen(["paplay", "-d", MIC, str(wav)], env=self.env)
+
+    def record(self, raw_path: str | Path) -> subprocess.Popen:
+        """Record the virtual speaker's monitor as float32 24 kHz mono raw (stop with terminate())."""
+        f = open(raw_path, "wb")  # noqa: SIM115 - closed when the child has it
+        p = subprocess.Popen(["parec", "-d", f"{SPK}.monitor", f"--rate={RATE}", "--channels=1",
+                              "--format=float32le", "--latency-msec=20"], env=self.env, stdout=f)
+        f.close()
+        return p
+
+    @staticmethod
+    def read_raw(raw_path: str | Path) -> np.ndarray:
+        return np.fromfile(raw_path, dtype="<f4")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def available() -> str | None:
+    """None if a PulseAudio server can be started here, else the reason it cannot."""
+    for tool in ("pulseaudio", "pactl", "paplay", "parec"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed (apt-get install pulseaudio pulseaudio-utils)"
+    if not Path("/usr/lib/x86_64-linux-gnu/alsa-lib/libasound_module_pcm_pulse.so").exists() and \
+            not list(Path("/usr/lib").glob("*/alsa-lib/libasound_module_pcm_pulse.so")):
+        return "ALSA pulse plugin not installed (apt-get install libasound2-plugins)"
+    return None
+
+
+def start(root: Path) -> PulseServer:
+    root.mkdir(parents=True, exist_ok=True)
+    home, run = root / "home", root / "run"
+    for d in (home, run, root / "xdg"):
+        d.mkdir(exist_ok=True)
+    (home / ".asoundrc").write_text(ASOUNDRC)
+    sock = run / "native"
+    env = dict(os.environ, HOME=str(home), PULSE_RUNTIME_PATH=str(run),
+               XDG_RUNTIME_DIR=str(root / "xdg"), PULSE_SERVER=f"unix:{sock}")
+    env.pop("PULSE_SINK", None)
+    env.pop("PULSE_SOURCE", None)
+    cmd = ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "-n", "--use-pid-file=no",
+           "--disable-shm=yes", "--log-target=stderr", "--log-level=error",
+           f"--load=module-native-protocol-unix socket={sock} auth-anonymous=1",
+           f"--load=module-null-sink sink_name={MIC} rate={RATE} channels=1",
+           f"--load=module-null-sink sink_name={SPK} rate={RATE} channels=1"]
+    log = open(root / "pulseaudio.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    server = PulseServer(root, env, proc)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            server.pactl("info")
+            break
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError("pulseaudio did not start: "
+                                   + (root / "pulseaudio.log").read_text()[-2000:]) from None
+            time.sleep(0.1)
+    server.pactl("set-default-source", f"{MIC}.monitor")
+    server.pactl("set-default-sink", SPK)
+    return server
+
+
+@pytest.fixture(scope="session")
+def pulse_server(tmp_path_factory):
+    """A running private PulseAudio server; also points this process's PortAudio at it."""
+    reason = available()
+    if reason:
+        pytest.skip(reason)
+    server = start(tmp_path_factory.mktemp("pulse"))
+    saved = {k: os.environ.get(k) for k in ("PULSE_SERVER", "PULSE_RUNTIME_PATH")}
+    os.environ["PULSE_SERVER"] = server.env["PULSE_SERVER"]
+    os.environ["PULSE_RUNTIME_PATH"] = server.env["PULSE_RUNTIME_PATH"]
+    if "sounddevice" in sys.modules:  # PortAudio enumerates devices at init: re-init to see pulse
+        sd = sys.modules["sounddevice"]
+        sd._terminate()
+        sd._initialize()
+    yield server
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

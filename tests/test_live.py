@@ -1,0 +1,109 @@
+"""audio/live.py: resampler, chunker, jitter buffer, and a loopback through a real PulseAudio server."""
+
+from __future__ import annotations
+
+import time
+import wave
+
+import numpy as np
+import pytest
+
+from moshi_mlx.audio import live
+from tests.audio_server import pulse_server  # noqa: F401  (fixture)
+
+
+@pytest.mark.parametrize("sr_in,sr_out", [(48000, 24000), (44100, 24000), (24000, 48000)])
+def test_stream_resampler_is_continuous_across_blocks(sr_in, sr_out):
+    t = np.arange(sr_in) / sr_in
+    x = np.sin(2 * np.pi * 220 * t).astype(np.float32)
+    rs = live.StreamResampler(sr_in, sr_out)
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(np.arange(1, len(x)), 20, replace=False))
+    y = np.concatenate([rs(b) for b in np.split(x, cuts)])
+    whole = np.interp(np.arange(len(y)) * sr_in / sr_out, np.arange(len(x)), x)
+    assert abs(len(y) - sr_out) <= 1
+    np.testing.assert_allclose(y, whole, atol=1e-5)
+
+
+def test_frame_chunker_recuts_exactly():
+    ch = live.FrameChunker(4)
+    out = ch.push(np.arange(3)) + ch.push(np.arange(3, 10)) + ch.push(np.arange(10, 12))
+    assert [f.tolist() for f in out] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+
+
+def test_jitter_buffer_late_and_lost_frames_without_device():
+    a = live.LiveAudio(jitter_frames=2, max_lag_frames=4)
+    a._resample_out = live.StreamResampler(24000, 24000)
+    a._chunk_out = live.FrameChunker(live.FRAME_SIZE)
+    out = np.empty((live.FRAME_SIZE, 1), np.float32)
+    a._on_output(out, live.FRAME_SIZE, None, None)
+    assert not out.any() and a.stats.late_frames == 0  # not started yet: silence is not "late"
+    a.write_frame(np.full(live.FRAME_SIZE, 0.1))
+    a._on_output(out, live.FRAME_SIZE, None, None)
+    assert not out.any()  # one frame queued < jitter target of 2
+    a.write_frame(np.full(live.FRAME_SIZE, 0.2))
+    for expect in (0.1, 0.2):
+        a._on_output(out, live.FRAME_SIZE, None, None)
+        np.testing.assert_allclose(out[:, 0], expect)
+    a._on_output(out, live.FRAME_SIZE, None, None)  # underrun
+    assert not out.any() and a.stats.late_frames == 1 and a.stats.output_frames == 2
+    for i in range(6):  # model faster than the card: oldest frames dropped past max_lag_frames
+        a.write_frame(np.full(live.FRAME_SIZE, i / 10))
+    assert a.stats.lost_frames == 2 and len(a._out) == 4
+    a._on_output(out, live.FRAME_SIZE, None, None)
+    np.testing.assert_allclose(out[:, 0], 0.2)
+    assert a.output_level == pytest.approx(0.5)
+
+
+def test_input_queue_drops_oldest_when_model_lags():
+    a = live.LiveAudio(max_lag_frames=3)
+    a._resample_in = live.StreamResampler(24000, 24000)
+    a._chunk_in = live.FrameChunker(live.FRAME_SIZE)
+    for i in range(5):
+        a._on_input(np.full((live.FRAME_SIZE, 1), i, np.float32), live.FRAME_SIZE, None, None)
+    assert a.stats.lost_frames == 2 and a.stats.input_frames == 5
+    assert [a.read_frame(0.01)[0] for _ in range(3)] == [2, 3, 4]
+    assert a.read_frame(0.01) is None
+
+
+def test_pick_rate_falls_back_to_native_rate():
+    class FakeSd:
+        def check_input_settings(self, **kw):
+            raise ValueError("Invalid sample rate")
+
+        def query_devices(self, device, kind):
+            return {"default_samplerate": 44100.0}
+
+    assert live._pick_rate(FakeSd(), "input", None) == 44100
+
+
+def test_loopback_through_pulseaudio(pulse_server, tmp_path):  # noqa: F811
+    sr = 24000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(sr * 2) / sr) * 32767).astype("<i2")
+    wav = tmp_path / "tone.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes(tone.tobytes())
+    raw = tmp_path / "spk.raw"
+    rec = pulse_server.record(raw)
+    with live.LiveAudio("pulse", "pulse") as audio:
+        assert audio.read_frame(timeout=5.0) is not None  # the ALSA pulse plugin starts slowly
+        player = pulse_server.play(wav)
+        t0, loud = time.monotonic(), 0
+        while time.monotonic() - t0 < 2.5:
+            frame = audio.read_frame(timeout=1.0)
+            assert frame is not None, "no microphone frames from the pulse server"
+            loud += audio.input_level > 0.2
+            audio.write_frame(frame)  # echo the mic to the speaker
+        player.wait(5)
+        time.sleep(0.3)
+    rec.terminate()
+    rec.wait(5)
+    got = pulse_server.read_raw(raw)
+    assert loud >= 15  # ~2 s of tone seen at the input, frame by frame
+    assert audio.stats.input_frames >= 25 and audio.stats.lost_frames == 0
+    assert np.abs(got).max() > 0.3  # and heard on the speaker's monitor
+    spec = np.abs(np.fft.rfft(got[np.abs(got).argmax() - 4000:][:8000]))
+    assert abs(spec.argmax() * sr / 8000 - 440) < 10
