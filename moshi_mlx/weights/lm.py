@@ -1,0 +1,159 @@
+"""Pure key maps for the LM checkpoints (no I/O): detect the format, map PyTorch names to ours.
+
+Kyutai's MLX files (bf16, q8, q4) already use our parameter names. Their PyTorch release
+(`moshiko-pytorch-bf16/model.safetensors`, and what `tests/golden/make_golden_lm.py` writes) uses
+moshi's names; `map_lm_torch` translates them (reference.md section 4.1):
+
+- `emb.{i}` -> `audio_embs.{i}`; `...self_attn.in_proj_weight` -> `...self_attn.in_proj.weight`
+  (moshi 0.2.x `state_dict()` names `in_projs.{i}.weight` / `out_projs.{i}.weight` and the
+  `in_proj.weight` spelling are accepted too); RMSNorm `alpha` [1, 1, D] -> `weight` [D];
+  non-gated FFN `linear1/linear2` -> `gating.linear1/gating.linear2`.
+- depformer: per step k, `depformer_in.{i}` -> `slices.{k}.linear_in`, `linears.{k}` ->
+  `slices.{k}.linear_out`, `depformer_text_emb` / `depformer_emb.{k-1}` -> `slices.{k}.emb`,
+  attention weights concatenated over the weight sets along dim 0 -> chunk i,
+  `gating.{i}` -> `slices.{k}...gating`, norms and layer scales (shared) copied to every slice;
+  i = `cfg.depformer_weight_index(k)` (schedule aware; 0 when weights are not per step), and for
+  `depformer_in` i = schedule[k] / k with `depformer_multi_linear`, 0 without.
+
+Keys the map does not consume are passed through under their own name, so a strict load lists
+them as unexpected; a source key that is absent leaves its target absent (listed as missing).
+Works on any array type with numpy-style indexing (mx.array, np.ndarray).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import LmConfig
+
+Weights = dict[str, Any]
+
+_TORCH_MARKERS = ("emb.0.weight", "out_norm.alpha", "depformer_in.0.weight", "linears.0.weight")
+_TORCH_PATTERNS = (".in_proj_weight", ".alpha", ".in_projs.", ".out_projs.")
+
+
+def detect_format(weights: Weights) -> str:
+    """'torch' (PyTorch release / state_dict names) or 'mlx' (Kyutai MLX names, ours)."""
+    keys = list(weights)
+    if any(k in weights for k in _TORCH_MARKERS) or any(
+        p in k for k in keys for p in _TORCH_PATTERNS
+    ):
+        return "torch"
+    return "mlx"
+
+
+class _Source:
+    """The source dict with consumption tracking."""
+
+    def __init__(self, weights: Weights):
+        self.w = weights
+        self.used: set[str] = set()
+
+    def get(self, key: str) -> Any | None:
+        if key in self.w:
+            self.used.add(key)
+            return self.w[key]
+        return None
+
+    def unused(self) -> Weights:
+        return {k: v for k, v in self.w.items() if k not in self.used}
+
+
+def _norm_params(src: _Source, prefix: str) -> Weights:
+    """`{prefix}.alpha` [1,1,D] -> weight [D]; LayerNorm `weight`/`bias` kept."""
+    out: Weights = {}
+    alpha = src.get(f"{prefix}.alpha")
+    if alpha is not None:
+        out["weight"] = alpha.reshape(-1) if alpha.ndim == 3 else alpha
+    for name in ("weight", "bias"):
+        v = src.get(f"{prefix}.{name}")
+        if v is not None:
+            out[name] = v
+    return out
+
+
+def _attention_weight(src: _Source, prefix: str, kind: str, mult: int, idx: int) -> Any | None:
+    """kind 'in' / 'out': chunk idx of the (possibly concatenated over `mult` sets) weight."""
+    names = (
+        (f"{prefix}.in_proj_weight", f"{prefix}.in_proj.weight") if kind == "in"
+        else (f"{prefix}.out_proj.weight",)
+    )
+    for name in names:
+        w = src.get(name)
+        if w is not None:
+            if mult == 1 or w.shape[0] % mult != 0:
+                return w  # a wrong shape is reported by the strict load
+            n = w.shape[0] // mult
+            return w[idx * n:(idx + 1) * n]
+    return src.get(f"{prefix}.{kind}_projs.{idx}.weight")
+
+
+def _layer(src: _Source, pt: str, out: str, mult: int, idx: int, per_step_ff: bool) -> Weights:
+    """Map one transformer layer `pt` (PT prefix) to `out` (our prefix), weight set idx."""
+    res: Weights = {}
+    w = _attention_weight(src, f"{pt}.self_attn", "in", mult, idx)
+    if w is not None:
+        res[f"{out}.self_attn.in_proj.weight"] = w
+    w = _attention_weight(src, f"{pt}.self_attn", "out", mult, idx)
+    if w is not None:
+        res[f"{out}.self_attn.out_proj.weight"] = w
+    for n in ("norm1", "norm2"):
+        for name, v in _norm_params(src, f"{pt}.{n}").items():
+            res[f"{out}.{n}.{name}"] = v
+    for n in ("layer_scale_1", "layer_scale_2"):
+        v = src.get(f"{pt}.{n}.scale")
+        if v is not None:
+            res[f"{out}.{n}.scale"] = v
+    gating = f"{pt}.gating.{idx}" if per_step_ff else f"{pt}.gating"
+    for lin in ("linear_in", "linear_out"):
+        for p in ("weight", "bias"):
+            v = src.get(f"{gating}.{lin}.{p}")
+            if v is not None:
+                res[f"{out}.gating.{lin}.{p}"] = v
+    for lin in ("linear1", "linear2"):
+        for p in ("weight", "bias"):
+            v = src.get(f"{pt}.{lin}.{p}")
+            if v is not None:
+                res[f"{out}.gating.{lin}.{p}"] = v
+    return res
+
+
+def _depformer_in_index(cfg: LmConfig, k: int) -> int:
+    if not cfg.depformer_multi_linear:
+        return 0
+    sched = cfg.depformer_weights_per_step_schedule
+    return sched[k] if sched is not None else k
+
+
+def map_lm_torch(weights: Weights, cfg: LmConfig) -> Weights:
+    """PyTorch moshi LM weights (release or state_dict names) -> our (Kyutai MLX) names."""
+    src = _Source(weights)
+    out: Weights = {}
+
+    def put(dst: str, key: str) -> None:
+        v = src.get(key)
+        if v is not None:
+            out[dst] = v
+
+    put("text_emb.weight", "text_emb.weight")
+    put("text_linear.weight", "text_linear.weight")
+    for i in range(cfg.n_q):
+        put(f"audio_embs.{i}.weight", f"emb.{i}.weight")
+    for name, v in _norm_params(src, "out_norm").items():
+        out[f"out_norm.{name}"] = v
+    for L in range(cfg.num_layers):
+        out.update(_layer(src, f"transformer.layers.{L}", f"transformer.layers.{L}", 1, 0, False))
+
+    mult = cfg.depformer_num_weights if cfg.depformer_weights_per_step else 1
+    # Shared PT tensors (norms, layer scales, shared weight sets) are read by every slice.
+    for k in range(cfg.dep_q):
+        s = f"depformer.slices.{k}"
+        idx = cfg.depformer_weight_index(k)
+        put(f"{s}.linear_in.weight", f"depformer_in.{_depformer_in_index(cfg, k)}.weight")
+        put(f"{s}.linear_out.weight", f"linears.{k}.weight")
+        put(f"{s}.emb.weight", "depformer_text_emb.weight" if k == 0 else f"depformer_emb.{k - 1}.weight")
+        for L in range(cfg.depformer_num_layers):
+            out.update(_layer(src, f"depformer.layers.{L}", f"{s}.transformer.layers.{L}",
+                              mult, idx, cfg.depformer_weights_per_step))
+    out.update(src.unused())
+    return out
