@@ -1,0 +1,95 @@
+"""ui/terminal.py rendered into captured consoles; the text is asserted."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from rich.console import Console
+
+from moshi_mlx.conversation import AudioFrame, FrameTiming, TextPiece
+from moshi_mlx.ui.terminal import PlainUI, RichUI, Status, make_ui, meter, status_text
+
+WORDS = ("Hello there, I am Moshi. How are you doing today? I can talk and listen at the same "
+         "time, which is rather nice.").split(" ")
+
+
+def events_for(words):
+    out = []
+    for i, w in enumerate(words):
+        out.append([TextPiece(i, 100 + i, " " + w), AudioFrame(i, np.zeros(1920, np.float32), True),
+                    FrameTiming(i, 10.0, 40.0, 12.0)])
+    return out
+
+
+def status(**kw):
+    base = dict(model="moshiko", precision="q4", p50_ms=62.4, p95_ms=91.2, lag_frames=2,
+                in_level=0.1, out_level=0.001, elapsed_s=75.0)
+    base.update(kw)
+    return Status(**base)
+
+
+def test_status_line_fits_80_columns_and_says_everything():
+    st = status(late_frames=3, lost_frames=1)
+    line = status_text(st).plain
+    assert len(line) <= 80, line
+    assert line.startswith("moshiko q4 | 62/91ms of 80 | lag 160ms")
+    assert "in ###. out ...." in line and "late 3 lost 1" in line and line.endswith("1:15")
+    assert meter(1.0) == "####" and meter(0.0) == "...."
+
+
+def test_status_colour_tracks_the_budget():
+    ok = status_text(status(p50_ms=40, p95_ms=60)).spans[1].style
+    slow = status_text(status(p50_ms=95, p95_ms=120)).spans[1].style
+    assert (ok, slow) == ("green", "red")
+
+
+def test_rich_ui_renders_streamed_text_at_80_columns():
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    ui = RichUI(console, lines=1)
+    for evs in events_for(WORDS):
+        ui.on_events(evs)
+    ui.set_status(status())
+    console.print(ui.renderable())
+    out = buf.getvalue()
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert "Moshi" in lines[0] and "rather nice." in out
+    assert "Hello there" not in out  # only the last wrapped line is shown
+    assert lines[-1].startswith("moshiko q4 | 62/91ms of 80")
+
+
+def test_rich_live_session_writes_to_console():
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    with make_ui(console) as ui:
+        assert isinstance(ui, RichUI)
+        ui.warn("Use headphones")
+        for evs in events_for(WORDS[:5]):
+            ui.on_events(evs)
+        ui.set_status(status(elapsed_s=3))
+    out = buf.getvalue()
+    assert "Use headphones" in out and "I am Moshi." in out and "0:03" in out
+
+
+def test_plain_ui_when_not_a_tty():
+    buf = io.StringIO()
+    console = Console(file=buf, width=80)  # a StringIO is not a terminal
+    ui = make_ui(console)
+    assert isinstance(ui, PlainUI)
+    with ui:
+        ui.warn("Use headphones")
+        for i, evs in enumerate(events_for(WORDS)):
+            ui.on_events(evs)
+            ui.set_status(status(elapsed_s=float(i)))
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "warning: Use headphones"
+    text_lines = [ln for ln in lines if ln.startswith("moshi: ")]
+    assert all(len(ln) <= 78 for ln in lines)
+    assert " ".join(ln[len("moshi: "):] for ln in text_lines) == " ".join(WORDS)
+    assert len(text_lines) >= 2
+    status_lines = [ln for ln in lines if ln.startswith("status: ")]
+    # every 5 s of elapsed time (t = 0, 5, ...), plus a final one
+    assert len(status_lines) == len(range(0, len(WORDS), 5)) + 1 and "\x1b" not in buf.getvalue()
+    assert status_lines[-1].endswith(f"0:{len(WORDS) - 1:02d}")
