@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from moshi_mlx.config import LmConfig, moshi_v0_1
+from moshi_mlx.quant import quantizable_modules
+from moshi_mlx.weights.lm import detect_format, map_lm_torch
 
 from .recipes import (
     QBits,
@@ -77,17 +78,6 @@ class Result:
     copied: list[Path] = field(default_factory=list)
 
 
-def quantizable_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Leaf modules that `nn.quantize` would touch (Linear and Embedding), by path."""
-    leaves = tree_flatten(model.leaf_modules(), is_leaf=lambda m: isinstance(m, nn.Module))
-    return {p: m for p, m in leaves if hasattr(m, "to_quantized")}
-
-
-def _is_pytorch(names: set[str]) -> bool:
-    return any(n.startswith(("emb.", "linears.", "depformer_in.", "depformer_emb."))
-               or n.endswith((".alpha", "in_proj_weight")) for n in names)
-
-
 def _dequantize(weights: dict[str, mx.array], expected: dict[str, mx.array],
                 block: dict[str, Any] | None) -> dict[str, mx.array]:
     """Lazily dequantize `X.weight/scales/biases` triplets; bits/group come from the config block
@@ -107,12 +97,6 @@ def _dequantize(weights: dict[str, mx.array], expected: dict[str, mx.array],
             bits, gs = wq.shape[-1] * 32 // in_f, in_f // scales.shape[-1]
         out[f"{path}.weight"] = mx.dequantize(wq, scales, biases, gs, bits)
     return out
-
-
-def _map_pytorch(weights: dict[str, mx.array], cfg: LmConfig) -> dict[str, mx.array]:
-    from moshi_mlx.weights import lm as wlm
-
-    return wlm.map_lm_torch(weights, cfg)
 
 
 def _order_key(name: str) -> tuple[str, int]:
@@ -137,9 +121,9 @@ def prepare(source: Source, recipe: Recipe, dtype: str = "bfloat16") -> Plan:
 
     weights = load_lazy(source.weight_files)
     fmt = "mlx"
-    if _is_pytorch(set(weights)):
-        fmt = "pytorch"
-        weights = _map_pytorch(weights, cfg)
+    if detect_format(weights) == "torch":
+        fmt = "pytorch"  # the map only renames, slices and reshapes: it stays lazy
+        weights = map_lm_torch(weights, cfg)
     if any(n.endswith(".scales") for n in weights):
         fmt = "mlx-quantized"
         log.warning("source is already quantized: converting from its dequantized weights")
