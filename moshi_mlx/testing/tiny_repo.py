@@ -1,0 +1,157 @@
+"""Write a tiny random Moshi repository, in the layout of Kyutai's MLX repos, for tests and smoke runs.
+
+    python -m moshi_mlx.testing.tiny_repo OUT_DIR [--quant bf16|q8|q4] [--seed N]
+
+Files (same names, key formats and `config.json` form as the real repos, see TEAM.md):
+- `model.safetensors` / `model.q8.safetensors` / `model.q4.safetensors`: a random `Lm` (dim 64, 2
+  temporal layers, 8+8 audio codebooks of 128 bins) in Kyutai's MLX names, quantized with
+  `moshi_mlx.quant` (q8: group 64, q4: group 32, as Kyutai's files);
+- `tokenizer-e351c8d8-checkpoint125.safetensors`: a small random Mimi (same 24 kHz / 1920-sample
+  frames, 8 codebooks of 128 bins) in the released PyTorch key names, its output scaled to speech
+  level so that the audio path can be checked by ear and by meters;
+- `tokenizer_spm_32k_3.model`: sentencepiece trained on a few sentences, with Kyutai's special ids
+  (0 unk, 1 bos, 2 eos, 3 pad);
+- `config.json`: the LM kwargs, hub keys `moshi_name`/`mimi_name`/`tokenizer_name`, a `"mimi"`
+  block with the small Mimi's `MimiConfig`, and the `"quantization"` block for q8/q4.
+
+Everything is deterministic for a given seed, and it takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..config import LmConfig, MimiConfig
+from ..hub import LM_FILES, MIMI_FILE, TOKENIZER_FILE
+
+log = logging.getLogger(__name__)
+
+CARD = 128  # audio bins of the tiny Mimi and LM (real: 2048)
+QUANT_SPECS = {"q8": {"group_size": 64, "bits": 8}, "q4": {"group_size": 32, "bits": 4}}
+OUTPUT_RMS = 0.1  # the tiny Mimi decodes at about -20 dBFS
+
+SENTENCES = [
+    "Hello, I am Moshi, a speech model that listens and talks at the same time.",
+    "How are you doing today? I am fine, thank you for asking.",
+    "The weather is nice and the sun is shining over the hills.",
+    "Can you tell me a story about a cat who lived in Paris?",
+    "We made this tiny model to test the audio path of the application.",
+    "Numbers like one, two, three and four are easy to say.",
+    "Good morning, good evening, and good night to everyone here.",
+    "Please speak slowly so that I can understand what you mean.",
+]
+
+
+def tiny_lm_config(text_card: int) -> LmConfig:
+    """Every feature of the real config at toy sizes; group sizes 32 and 64 divide every input."""
+    return LmConfig(
+        dim=64, text_card=text_card, n_q=16, dep_q=8, card=CARD, num_heads=4, num_layers=2,
+        hidden_scale=3.0,  # gated hidden 2 * 192 // 3 = 128
+        context=3000, depformer_dim=64, depformer_dim_feedforward=192, depformer_num_heads=4,
+        depformer_num_layers=1,
+    )
+
+
+def tiny_mimi_config() -> MimiConfig:
+    return MimiConfig(
+        dimension=32, n_filters=4, transformer_num_heads=2, transformer_num_layers=1,
+        transformer_dim_feedforward=64, quantizer_dimension=16, quantizer_n_q=8,
+        quantizer_bins=CARD,
+    )
+
+
+def train_tokenizer(vocab_size: int = 96) -> bytes:
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(SENTENCES * 4), model_writer=buf, vocab_size=vocab_size,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=3, num_threads=1, minloglevel=2,
+        model_type="unigram", character_coverage=1.0,
+    )
+    return buf.getvalue()
+
+
+def build_mimi_weights(cfg: MimiConfig, seed: int) -> dict:
+    """Random Mimi with initialized codebooks, output scaled to OUTPUT_RMS; released PyTorch names."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from ..models.mimi.mimi import Mimi
+    from ..weights.mimi import map_mimi_to_torch
+
+    mx.random.seed(seed + 1)
+    mimi = Mimi(cfg)
+    w = dict(tree_flatten(mimi.parameters()))
+    for k, v in w.items():  # a fresh codebook is "uninitialized" (all codes 0): give it vectors
+        if k.endswith("codebook.embedding_sum"):
+            w[k] = mx.random.normal(v.shape)
+        elif k.endswith(("codebook.cluster_usage", "codebook.initialized")):
+            w[k] = mx.ones(v.shape, v.dtype)
+    mimi.load_weights(list(w.items()), strict=True)
+    rng = np.random.default_rng(seed)
+    probe = (0.1 * rng.standard_normal((1, 1, cfg.frame_size * 8))).astype(np.float32)
+    rms = float(np.sqrt(np.mean(np.square(np.asarray(mimi.decode(mimi.encode(probe)))))))
+    gain = OUTPUT_RMS / max(rms, 1e-8)
+    for k in ("decoder.final_conv1d.conv.conv.weight", "decoder.final_conv1d.conv.conv.bias"):
+        w[k] = w[k] * gain  # the last decoder conv is linear: this scales the output
+    return {k: np.asarray(v, np.float32) for k, v in map_mimi_to_torch(w, cfg).items()}
+
+
+def write_tiny_repo(out_dir: str | Path, quant: str = "bf16", seed: int = 0) -> Path:
+    """Write the tiny repo into `out_dir` (created if needed); returns its path."""
+    import mlx.core as mx
+    from safetensors.numpy import save_file
+
+    from ..loading import save_lm
+    from ..models.lm import Lm
+    from ..quant import quantize_lm
+
+    if quant not in LM_FILES:
+        raise ValueError(f"unknown --quant {quant!r}; choose from {', '.join(LM_FILES)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spm_bytes = train_tokenizer()
+    (out / TOKENIZER_FILE).write_bytes(spm_bytes)
+    import sentencepiece
+
+    vocab = sentencepiece.SentencePieceProcessor(model_proto=spm_bytes).vocab_size()
+    lm_cfg = tiny_lm_config(text_card=vocab)
+    mimi_cfg = tiny_mimi_config()
+    save_file(build_mimi_weights(mimi_cfg, seed), str(out / MIMI_FILE))
+    (out / MIMI_FILE).chmod(0o644)  # safetensors writes 0600
+
+    mx.random.seed(seed)
+    lm = Lm(lm_cfg)
+    lm.set_dtype(mx.bfloat16)  # as Kyutai's MLX files (their quantizer casts to bf16 first)
+    if quant in QUANT_SPECS:
+        quantize_lm(lm, QUANT_SPECS[quant])
+    mx.eval(lm.parameters())
+    config = lm_cfg.to_dict()
+    config.update(moshi_name=LM_FILES[quant], mimi_name=MIMI_FILE, tokenizer_name=TOKENIZER_FILE,
+                  mimi=mimi_cfg.to_dict(), model_type="moshi")
+    save_lm(lm, out, filename=LM_FILES[quant], config=config)
+    log.info("wrote tiny %s Moshi to %s", quant, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m moshi_mlx.testing.tiny_repo",
+                                description="Write a tiny random Moshi repo (tests, smoke runs).")
+    p.add_argument("out_dir")
+    p.add_argument("--quant", choices=list(LM_FILES), default="bf16")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    path = write_tiny_repo(a.out_dir, a.quant, a.seed)
+    print(f"tiny {a.quant} Moshi written to {path}: use --model-dir {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
