@@ -1,0 +1,90 @@
+"""Wiring shared by `chat`, `run` and `bench`: resolved model files -> LM, Mimi, tokenizer -> Conversation.
+
+`Settings` holds what the user chose (sampling, seed, compute dtype, Mimi backend); `load_model`
+builds the pieces (call it on the thread that will run the model: MLX streams are per thread);
+`Model.conversation()` makes a fresh `Conversation` with its own generation and codec state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from ..conversation import Conversation
+from ..hub import ModelFiles
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class Settings:
+    text_temp: float = 0.7
+    text_top_k: int = 25
+    audio_temp: float = 0.8
+    audio_top_k: int = 250
+    seed: int | None = 299792458  # Kyutai's MLX entry points use this seed
+    dtype: str = "auto"
+    mimi_backend: str = "mlx"
+
+    def compute_dtype(self) -> str | None:
+        """`auto`: stored bf16 on Apple silicon; float32 activations elsewhere (MLX's CPU backend is
+        ~8x faster with float32 inputs to quantized matmuls, reference.md section 11)."""
+        if self.dtype != "auto":
+            return self.dtype
+        return None if sys.platform == "darwin" else "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Model:
+    files: ModelFiles
+    lm: Any
+    mimi: Any
+    tokenizer: Any
+    settings: Settings
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.files.name, "precision": self.files.precision, "source": self.files.source,
+            "lm_weight": str(self.files.lm_weight), "mimi_weight": str(self.files.mimi_weight),
+            "tokenizer": str(self.files.tokenizer), "dtype": self.settings.compute_dtype() or "stored",
+            "mimi_backend": self.settings.mimi_backend,
+        }
+
+    def conversation(self) -> Conversation:
+        from ..engine import LmGen
+        from ..sampling import Sampler
+
+        s = self.settings
+        gen = LmGen(self.lm, text_sampler=Sampler(s.text_temp, top_k=s.text_top_k or None),
+                    audio_sampler=Sampler(s.audio_temp, top_k=s.audio_top_k or None), seed=s.seed)
+        return Conversation(gen, self.mimi, self.tokenizer)
+
+
+def load_model(files: ModelFiles, settings: Settings) -> Model:
+    """Load LM, Mimi and tokenizer; raises ValueError/FileNotFoundError with clear messages."""
+    import mlx.core as mx
+
+    from ..codec import load_mimi
+    from ..loading import load_lm
+    from ..tokenizer import TextTokenizer
+
+    if settings.seed is not None:
+        mx.random.seed(settings.seed)
+    log.info("loading LM from %s", files.lm_weight)
+    lm = load_lm(files.lm_weight, config=files.config, dtype=settings.compute_dtype())
+    log.info("loading Mimi from %s (%s)", files.mimi_weight, settings.mimi_backend)
+    mimi = load_mimi(files.mimi_weight, num_codebooks=lm.cfg.n_q - lm.cfg.dep_q,
+                     backend=settings.mimi_backend, config=files.config_dict().get("mimi"))
+    tokenizer = TextTokenizer(files.tokenizer)
+    if tokenizer.vocab_size > lm.cfg.text_card:
+        raise ValueError(f"tokenizer {files.tokenizer} has {tokenizer.vocab_size} pieces but the LM "
+                         f"only {lm.cfg.text_card} text ids: mismatched files")
+    return Model(files, lm, mimi, tokenizer, settings)
