@@ -1,0 +1,110 @@
+"""conversation.py: the per-frame pipeline with the real tiny Mimi and tokenizer.
+
+A scripted generator stands in for `LmGen` here so that the pipeline's own logic is checked exactly
+(what is encoded, what is decoded, which events come out); the end-to-end runs with the real engine
+are in test_cli.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from moshi_mlx.codec import load_mimi
+from moshi_mlx.conversation import AudioFrame, Conversation, FrameTiming, TextPiece, frames_of
+from moshi_mlx.testing.fixtures import tiny_repo, tiny_repos  # noqa: F401
+from moshi_mlx.tokenizer import TextTokenizer
+
+
+@dataclass(frozen=True)
+class Out:
+    text: np.ndarray
+    audio: np.ndarray | None
+
+
+class ScriptedGen:
+    """Emits Moshi audio = the user's codes of the previous step (an echo), text from a script."""
+
+    def __init__(self, tokens):
+        self.tokens = tokens
+        self.seen: list[np.ndarray] = []
+
+    def reset(self):
+        self.seen = []
+
+    def step(self, codes):
+        codes = np.asarray(codes)
+        assert codes.shape == (1, 8) and codes.dtype == np.int32
+        self.seen.append(codes)
+        s = len(self.seen) - 1
+        audio = None if s == 0 else self.seen[s - 1]
+        return Out(np.array([self.tokens[s % len(self.tokens)]]), audio)
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_repo):  # noqa: F811
+    mimi = load_mimi(tiny_repo, num_codebooks=8)
+    tok = TextTokenizer(tiny_repo / "tokenizer_spm_32k_3.model")
+    return mimi, tok
+
+
+def test_frames_of_pads_to_whole_frames_plus_silence():
+    pcm = np.arange(1920 * 2 + 5, dtype=np.float32)
+    frames = list(frames_of(pcm, pad_s=0.16))
+    assert len(frames) == 3 + 2
+    np.testing.assert_array_equal(np.concatenate(frames)[: len(pcm)], pcm)
+    assert not np.concatenate(frames)[len(pcm):].any()
+
+
+def test_pipeline_encodes_steps_and_decodes_in_order(parts):
+    mimi, tok = parts
+    hello = tok.encode("Hello")
+    script = [3, 0] + hello + [3]
+    gen = ScriptedGen(script)
+    conv = Conversation(gen, mimi, tok)
+    rng = np.random.default_rng(0)
+    user = (0.1 * rng.standard_normal(1920 * 6)).astype(np.float32)
+    events = [ev for f in frames_of(user) for ev in conv.step(f)]
+
+    # The user's codes are exactly Mimi's streaming encoding of the input.
+    expect_codes = mimi.encode(user.reshape(1, 1, -1))
+    np.testing.assert_array_equal(np.concatenate(gen.seen, 0).T, expect_codes[0])
+    audio = [e for e in events if isinstance(e, AudioFrame)]
+    assert [a.frame for a in audio] == list(range(6))
+    assert [a.generated for a in audio] == [False] + [True] * 5
+    assert not audio[0].pcm.any()
+    # Moshi's frames 1..5 are the decode of the echoed codes 0..4, streamed.
+    got = np.concatenate([a.pcm for a in audio[1:]])
+    want = mimi.decode(expect_codes[:, :, :5]).reshape(-1)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.sqrt(np.mean(got**2)) > 0.01  # the tiny Mimi is audible
+
+    pieces = [e for e in events if isinstance(e, TextPiece)]
+    assert "".join(p.text for p in pieces).strip() == "Hello"
+    assert [p.frame for p in pieces] == [2 + i for i in range(len(hello))][: len(pieces)]
+    assert pieces[0].time_s == pytest.approx(0.16)
+    timing = [e for e in events if isinstance(e, FrameTiming)]
+    assert len(timing) == 6 and all(t.total_ms > 0 for t in timing)
+
+
+def test_reset_and_warmup_start_over(parts):
+    mimi, tok = parts
+    gen = ScriptedGen([3])
+    conv = Conversation(gen, mimi, tok)
+    f = (0.05 * np.random.default_rng(1).standard_normal(1920)).astype(np.float32)
+    first = [e for e in conv.step(f) if isinstance(e, AudioFrame)]
+    conv.warmup(3)
+    assert conv.frame == 0 and gen.seen == []
+    again = conv.step(f)
+    np.testing.assert_array_equal(np.asarray(gen.seen[0]),
+                                  mimi.encode(f.reshape(1, 1, -1))[:, :, 0])
+    assert [e.frame for e in again if isinstance(e, AudioFrame)] == [a.frame for a in first]
+
+
+def test_wrong_frame_size_is_an_error(parts):
+    mimi, tok = parts
+    conv = Conversation(ScriptedGen([3]), mimi, tok)
+    with pytest.raises(ValueError, match="1920 samples"):
+        conv.step(np.zeros(100, np.float32))
