@@ -7,7 +7,7 @@ cast to bf16, `nn.quantize(model, bits, group_size)` (their default predicate: e
 Embedding) for q4/q8, `load_weights(file, strict=True)`.
 
 Prints one JSON line: what was loaded, and the text logits of the first step (initial tokens on
-every stream) so a caller can compare them with our `load_lm(OUT_DIR).forward`.
+every stream; `--float32` computes in float32) so a caller can compare them with our `load_lm(OUT_DIR).forward`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from moshi_mlx import models
 
 def main(argv: list[str]) -> int:
     out_dir = Path(argv[0])
+    float32 = "--float32" in argv[1:]  # compute in float32 (exact bf16 -> f32 upcast of weights)
     cfg = json.loads((out_dir / "config.json").read_text())
     weights = out_dir / cfg["moshi_name"]
     block = cfg.get("quantization")
@@ -36,6 +37,8 @@ def main(argv: list[str]) -> int:
     if block:
         nn.quantize(model, bits=block["bits"], group_size=block["group_size"])
     model.load_weights(str(weights), strict=True)
+    if float32:
+        model.set_dtype(mx.float32)
     mx.eval(model.parameters())
     text = mx.array([[cfg["text_card"]]])
     xs = model.text_emb(text)
