@@ -84,6 +84,7 @@ class Conversation:
         if hasattr(self.lm_gen, "reset"):
             self.lm_gen.reset()
         self.frame = 0
+        self.last_audio_codes: np.ndarray | None = None
 
     def step(self, pcm: np.ndarray) -> list[Event]:
         """Feed one frame of user audio (float32 [1920], 24 kHz); returns this step's events."""
@@ -99,6 +100,7 @@ class Conversation:
         out = self.lm_gen.step(codes)
         token = int(np.asarray(out.text).reshape(-1)[0])
         audio = None if out.audio is None else np.asarray(out.audio)
+        self.last_audio_codes = audio  # Moshi's 8 codes of this step (None during the delay)
         t2 = time.perf_counter()
         if audio is not None:
             frame_codes = audio.reshape(1, -1, 1).astype(np.int32)  # [B, dep_q, 1]

@@ -25,7 +25,7 @@ from typing import Any
 from ..conversation import AudioFrame, FrameTiming
 from ..hub import ModelFiles
 from ..ui.terminal import BaseUI, Status
-from .live import LiveAudio
+from .live import LiveAudio, check_devices
 from .pipeline import Settings, load_model
 from .session import SessionRecorder, percentile
 
@@ -118,6 +118,7 @@ def _status(t: _ModelThread, files: ModelFiles) -> Status:
 
 def run_chat(files: ModelFiles, settings: Settings, opts: ChatOptions, ui: BaseUI) -> dict[str, Any]:
     """Run one live session until `opts.duration`, Ctrl-C or an error; returns the stats."""
+    check_devices(opts.input_device, opts.output_device)  # before a long model load
     ui.warn(ECHO_WARNING)
     ui.info(f"loading {files.name} {files.precision} from {files.source} ...")
     worker = _ModelThread(files, settings, opts)

@@ -115,21 +115,32 @@ def _parse_device(dev: str | int | None) -> str | int | None:
 def _pick_rate(sd: Any, kind: str, device: Any) -> int:
     """24 kHz if the device accepts it, else the device's default rate (resampled by the app)."""
     check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+    name = "the default " + kind if device is None else f"{kind} device {device!r}"
     try:
         check(device=device, channels=1, dtype="float32", samplerate=SAMPLE_RATE)
         return SAMPLE_RATE
     except ValueError as e:
         msg = str(e)
         if "sample rate" not in msg.lower() and "samplerate" not in msg.lower():
-            raise AudioDeviceError(f"cannot open {kind} device {device!r}: {msg}") from None
+            raise AudioDeviceError(f"cannot use {name}: {msg} (see --list-devices)") from None
+    except Exception as e:  # sd.PortAudioError: no such device, no default device
+        raise AudioDeviceError(f"cannot use {name}: {e} (see --list-devices)") from None
     try:
         info = sd.query_devices(device, kind)
-    except ValueError as e:
-        raise AudioDeviceError(f"no {kind} device {device!r}: {e}") from None
+    except Exception as e:
+        raise AudioDeviceError(f"cannot use {name}: {e} (see --list-devices)") from None
     rate = int(info["default_samplerate"])
-    log.info("%s device does not take %d Hz; opening at %d Hz and resampling", kind,
-             SAMPLE_RATE, rate)
+    log.info("%s does not take %d Hz; opening it at %d Hz and resampling", name, SAMPLE_RATE, rate)
     return rate
+
+
+def check_devices(input_device: str | int | None, output_device: str | int | None) -> tuple[int, int]:
+    """Fail early (before loading a model) if the devices cannot be used; returns their rates."""
+    sd = _sounddevice()
+    if not len(sd.query_devices()):
+        raise AudioDeviceError("no sound devices found (is a sound card or audio server available?)")
+    return (_pick_rate(sd, "input", _parse_device(input_device)),
+            _pick_rate(sd, "output", _parse_device(output_device)))
 
 
 class LiveAudio:
@@ -186,10 +197,8 @@ class LiveAudio:
     def start(self) -> None:
         sd = _sounddevice()
         try:
-            if not sd.query_devices():
-                raise AudioDeviceError("no sound devices found")
-            self.input_rate = _pick_rate(sd, "input", self.input_device)
-            self.output_rate = _pick_rate(sd, "output", self.output_device)
+            self.input_rate, self.output_rate = check_devices(self.input_device,
+                                                              self.output_device)
             in_block = round(FRAME_SIZE * self.input_rate / SAMPLE_RATE)
             out_block = round(FRAME_SIZE * self.output_rate / SAMPLE_RATE)
             self._resample_in = StreamResampler(self.input_rate, SAMPLE_RATE)
