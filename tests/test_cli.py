@@ -1,0 +1,182 @@
+"""cli.py end to end with the tiny model: file mode, bench, forwarding, and every user mistake.
+
+The live chat through a real PulseAudio server is in test_cli_chat.py.
+"""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cli
+from moshi_mlx.testing.fixtures import tiny_repo, tiny_repos  # noqa: F401
+
+
+def write_wav(path: Path, pcm: np.ndarray, rate: int, channels: int = 1) -> Path:
+    data = (np.clip(pcm, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(data.tobytes())
+    return path
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int, int]:
+    with wave.open(str(path), "rb") as w:
+        raw = w.readframes(w.getnframes())
+        rate, ch, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
+    dtype = {2: "<i2", 4: "<i4"}[width] if width != 4 else "<i4"
+    x = np.frombuffer(raw, dtype=dtype).astype(np.float32) / (2 ** (8 * width - 1))
+    return x.reshape(-1, ch).T, rate, ch
+
+
+def speechlike(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+            + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def user_wav(tmp_path_factory) -> Path:
+    """1 s of stereo 44.1 kHz: exercises the resampler and downmix on the way in."""
+    d = tmp_path_factory.mktemp("wav")
+    x = speechlike(1.0, 44100)
+    return write_wav(d / "user.wav", np.stack([x, 0.5 * x], 1).reshape(-1), 44100, channels=2)
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    rc = cli.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_run_file_to_file_with_transcript(capsys, tmp_path, tiny_repo, user_wav):  # noqa: F811
+    out, tr = tmp_path / "out.wav", tmp_path / "t.json"
+    rc, stdout, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", user_wav, "-o", out,
+                              "--transcript", tr, "--seed", 7, "--pad-seconds", 1.0)
+    assert rc == 0, err
+    audio, rate, ch = read_wav(out)
+    frames = 13 + 13  # ceil(1 s / 80 ms) + 1 s of padding
+    assert (rate, ch, audio.shape[1]) == (24000, 1, frames * 1920)
+    assert np.sqrt(np.mean(audio[0, 1920:] ** 2)) > 0.01  # Moshi's (random) voice is there
+    data = json.loads(tr.read_text())
+    assert data["seed"] == 7 and data["stats"]["frames"] == frames
+    assert data["model"]["name"] == tiny_repo.name and data["settings"]["text_temp"] == 0.7
+    assert data["stats"]["frame_ms_p50"] > 0 and data["stats"]["late_frames"] == 0
+    assert all(p["time_s"] == pytest.approx(p["frame"] * 0.08) for p in data["pieces"])
+    assert f"wrote {out}" in stdout
+
+
+def test_run_is_deterministic_per_seed(capsys, tmp_path, tiny_repo, user_wav):  # noqa: F811
+    outs = []
+    for i, seed in enumerate((3, 3, 4)):
+        out = tmp_path / f"o{i}.wav"
+        rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", user_wav, "-o", out,
+                             "--seed", seed, "--pad-seconds", 0.5)
+        assert rc == 0, err
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] and outs[0] != outs[2]
+
+
+def test_run_with_quantized_model(capsys, tmp_path, tiny_repos, user_wav):  # noqa: F811
+    out = tmp_path / "q.wav"
+    rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repos("q4"), "-i", user_wav, "-o", out,
+                         "--pad-seconds", 0.2)
+    assert rc == 0, err and read_wav(out)[0].shape[1] == 16 * 1920
+
+
+def test_bench_prints_numbers(capsys, tmp_path, tiny_repo):  # noqa: F811
+    js = tmp_path / "b.json"
+    rc, out, err = run_cli(capsys, "bench", "--model-dir", tiny_repo, "--frames", 5, "--json", js)
+    assert rc == 0, err
+    assert "frames/s" in out and "p95" in out and "peak RSS" in out
+    r = json.loads(js.read_text())
+    assert r["frames"] == 5 and r["frames_per_s"] > 0 and r["frame_ms_p95"] >= r["frame_ms_p50"]
+
+
+def test_quantize_commands_forward_argv(capsys, monkeypatch):
+    import quantize.cli as qcli
+
+    seen = []
+    monkeypatch.setattr(qcli, "main_quantize", lambda argv: seen.append(("q", argv)) or 0)
+    monkeypatch.setattr(qcli, "main_report", lambda argv: seen.append(("r", argv)) or 3)
+    assert cli.main(["quantize", "SRC", "OUT", "--recipe", "q4"]) == 0
+    assert cli.main(["quantize-report", "OUT", "--reference", "SRC"]) == 3
+    assert seen == [("q", ["SRC", "OUT", "--recipe", "q4"]), ("r", ["OUT", "--reference", "SRC"])]
+
+
+# --- user mistakes: one line on stderr, non-zero exit, no traceback ---------------------------
+def one_line_error(rc: int, err: str) -> str:
+    assert rc == 1
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_unknown_model_name(capsys, tmp_path, user_wav):
+    rc, _, err = run_cli(capsys, "run", "--model", "moshiki", "-i", user_wav, "-o", tmp_path / "o.wav")
+    line = one_line_error(rc, err)
+    assert "moshiki" in line and "moshiko" in line and "moshika" in line
+
+
+def test_offline_and_uncached(capsys, tmp_path, monkeypatch, user_wav):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc, _, err = run_cli(capsys, "run", "--model", "moshika", "--quant", "bf16", "-i", user_wav,
+                         "-o", tmp_path / "o.wav")
+    line = one_line_error(rc, err)
+    assert "kyutai/moshika-mlx-bf16" in line and "15.40 GB" in line and "hf download" in line
+
+
+def test_interrupted_download(capsys, tmp_path, monkeypatch, user_wav):
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def broken(repo, filename, **kw):
+        raise ConnectionResetError("Connection reset by peer")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", broken)
+    rc, _, err = run_cli(capsys, "run", "-i", user_wav, "-o", tmp_path / "o.wav")
+    assert "again to resume" in one_line_error(rc, err)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a wav file at all", b"RIFF\x00\x00\x00\x00WAVE"])
+def test_unreadable_or_empty_wav(capsys, tmp_path, tiny_repo, content):  # noqa: F811
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(content)
+    rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", bad, "-o", tmp_path / "o.wav")
+    assert "bad.wav" in one_line_error(rc, err)
+
+
+def test_wav_with_no_samples(capsys, tmp_path, tiny_repo):  # noqa: F811
+    empty = write_wav(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", empty, "-o",
+                         tmp_path / "o.wav")
+    assert "empty.wav" in one_line_error(rc, err)
+
+
+def test_missing_input_file_and_bad_values(capsys, tmp_path, tiny_repo):  # noqa: F811
+    rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", tmp_path / "none.wav",
+                         "-o", tmp_path / "o.wav")
+    assert "none.wav" in one_line_error(rc, err)
+    rc, _, err = run_cli(capsys, "run", "--model-dir", tmp_path / "nodir", "-i", tmp_path,
+                         "-o", tmp_path / "o.wav")
+    assert rc == 1
+    rc, _, err = run_cli(capsys, "bench", "--model-dir", tiny_repo, "--frames", 0)
+    assert "--frames" in one_line_error(rc, err)
+
+
+def test_missing_sound_device(capsys, tiny_repo):  # noqa: F811
+    rc, _, err = run_cli(capsys, "chat", "--model-dir", tiny_repo, "--input-device", "no-such-mic",
+                         "--duration", 1)
+    line = one_line_error(rc, err)
+    assert "no-such-mic" in line or "no sound devices" in line

@@ -1,0 +1,116 @@
+"""`cli.py chat` through a real PulseAudio server (two null sinks) with the tiny model.
+
+A wav is played into the virtual microphone while `chat` runs as a subprocess with the server's
+environment; the virtual speaker's monitor is recorded. Checks: frames flowed both ways (Moshi's
+audio heard on the speaker, the user's audio in the 2-channel recording), no lost frames at the tiny
+model's speed, transcript and recording written, Ctrl-C ends cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moshi_mlx.testing.fixtures import tiny_repo, tiny_repos  # noqa: F401
+from tests.audio_server import pulse_server  # noqa: F401
+from tests.test_cli import read_wav, speechlike, write_wav
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def chat(server, *args: str) -> subprocess.Popen:
+    env = dict(server.env, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "chat", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def wait_for(proc: subprocess.Popen, text: str, timeout: float = 60) -> str:
+    """Read stdout lines until `text` appears (the app prints it once audio is running)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"{text!r} never printed; stdout: {''.join(seen)}; "
+                         f"stderr: {proc.stderr.read() if proc.poll() is not None else ''}")
+
+
+def test_chat_list_devices(pulse_server):  # noqa: F811
+    p = chat(pulse_server, "--list-devices")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "pulse" in out
+
+
+def test_chat_duplex_through_pulseaudio(pulse_server, tiny_repo, tmp_path):  # noqa: F811
+    user = write_wav(tmp_path / "user.wav", speechlike(3.0, 24000), 24000)
+    spk = tmp_path / "speaker.raw"
+    tr, rec = tmp_path / "t.json", tmp_path / "rec.wav"
+    recorder = pulse_server.record(spk)
+    p = chat(pulse_server, "--model-dir", str(tiny_repo), "--duration", "4", "--transcript",
+             str(tr), "--record", str(rec), "--seed", "1")
+    try:
+        head = wait_for(p, "listening")
+        player = pulse_server.play(user)
+        out, err = p.communicate(timeout=60)
+        player.wait(10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        recorder.terminate()
+        recorder.wait(10)
+    assert p.returncode == 0, err
+    assert "headphones" in head.lower() and "Traceback" not in err
+    stats = json.loads(tr.read_text())["stats"]
+    assert 30 <= stats["frames"] <= 60  # 4 s at 12.5 frames/s
+    assert stats["lost_frames"] == 0 and stats["output_frames"] > 20
+    assert stats["frame_ms_p95"] < 80  # the tiny model keeps real time
+    heard = pulse_server.read_raw(spk)
+    assert np.sqrt(np.mean(heard**2)) > 0.01  # Moshi's voice reached the speaker
+    both, rate, ch = read_wav(rec)
+    assert (rate, ch) == (24000, 2) and both.shape[1] == stats["frames"] * 1920
+    assert np.abs(both[0]).max() > 0.2  # the played wav reached the microphone
+    assert np.sqrt(np.mean(both[1] ** 2)) > 0.01
+    assert "late" in out and "lost 0" in out  # final summary line (plain UI: not a TTY)
+
+
+def test_chat_ctrl_c_ends_cleanly_and_saves(pulse_server, tiny_repo, tmp_path):  # noqa: F811
+    tr = tmp_path / "t.json"
+    p = chat(pulse_server, "--model-dir", str(tiny_repo), "--transcript", str(tr))
+    try:
+        wait_for(p, "listening")
+        time.sleep(1.5)
+        os.kill(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert "Traceback" not in err
+    data = json.loads(tr.read_text())
+    assert data["stats"]["interrupted"] is True and data["stats"]["frames"] > 5
+
+
+def test_chat_unknown_device_is_one_line(pulse_server, tiny_repo):  # noqa: F811
+    p = chat(pulse_server, "--model-dir", str(tiny_repo), "--output-device", "99")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and err.strip().startswith("error: cannot use output device 99")
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PulseAudio test server is Linux-only")
+def test_pulse_env_is_private(pulse_server):  # noqa: F811
+    assert pulse_server.env["PULSE_SERVER"].startswith("unix:")
+    assert str(pulse_server.root) in pulse_server.env["HOME"]
