@@ -14,6 +14,11 @@ import mlx.nn as nn
 ZERO_TOKEN_ID = -1
 
 
+def _signed(ids: mx.array) -> mx.array:
+    """Ids as a signed int (argmax gives uint32, which cannot hold -1)."""
+    return ids if ids.dtype in (mx.int32, mx.int64) else ids.astype(mx.int32)
+
+
 def _mask_zero(ids: mx.array, y: mx.array) -> mx.array:
     return mx.where((ids == ZERO_TOKEN_ID)[..., None], mx.zeros((1,), dtype=y.dtype), y)
 
@@ -22,6 +27,7 @@ class ScaledEmbedding(nn.Embedding):
     """Embedding whose id -1 maps to an exact zero vector."""
 
     def __call__(self, ids: mx.array) -> mx.array:
+        ids = _signed(ids)
         return _mask_zero(ids, self.weight[mx.maximum(ids, 0)])
 
     def to_quantized(
@@ -37,4 +43,5 @@ class QuantizedScaledEmbedding(nn.QuantizedEmbedding):
     """Quantized `ScaledEmbedding`: same zero output for id -1."""
 
     def __call__(self, ids: mx.array) -> mx.array:
+        ids = _signed(ids)
         return _mask_zero(ids, super().__call__(mx.maximum(ids, 0)))
