@@ -199,3 +199,24 @@ def test_bad_config_and_cache_mismatch():
     tr = Transformer(TransformerConfig(**LM_LIKE))
     with pytest.raises(ValueError, match="rotating cache"):
         tr(mx.zeros((1, 1, 32)), [RotatingKVCache(max_size=9)] * 2)
+
+
+def test_rms_norm_f32_on_bf16_input_computes_in_float32():
+    from moshi_mlx.nn.transformer import make_norm
+
+    norm = make_norm("rms_norm_f32", 64)
+    norm.weight = mx.array(np.linspace(0.5, 1.5, 64), dtype=mx.bfloat16)
+    x = (mx.random.normal((2, 3, 64), key=mx.random.key(14)) * 1e-3).astype(mx.bfloat16)
+    y = norm(x)
+    assert y.dtype == mx.bfloat16
+    x64 = _np(x)
+    ref = x64 / np.sqrt((x64**2).mean(-1, keepdims=True) + 1e-8) * _np(norm.weight)
+    np.testing.assert_allclose(_np(y), ref, rtol=1e-2, atol=1e-2)  # bf16 output rounding only
+
+
+def test_non_causal_attention_sees_everything():
+    cfg = TransformerConfig(**{**LM_LIKE, "causal": False, "context": None})
+    tr = Transformer(cfg)
+    _randomize(tr, 15)
+    x = mx.random.normal((1, 7, 32), key=mx.random.key(16))
+    np.testing.assert_allclose(_np(tr(x)), reference_forward(tr, x), rtol=2e-4, atol=2e-4)
