@@ -72,7 +72,6 @@ class _ModelThread(threading.Thread):
             self.audio = LiveAudio(self.opts.input_device, self.opts.output_device,
                                    jitter_frames=self.opts.jitter_frames)
             self.audio.start()
-            self.t_start = time.monotonic()
             self.started_audio.set()
             self._loop(conv, self.audio)
         except BaseException as e:  # reported by the main thread
@@ -91,6 +90,8 @@ class _ModelThread(threading.Thread):
                     raise RuntimeError(f"the input device delivered no audio for {waited:.0f} s")
                 continue
             waited = 0.0
+            if not self.t_start:  # the session clock starts with the first microphone frame
+                self.t_start = time.monotonic()
             events = conv.step(frame)
             for ev in events:
                 if isinstance(ev, AudioFrame):
@@ -141,7 +142,7 @@ def run_chat(files: ModelFiles, settings: Settings, opts: ChatOptions, ui: BaseU
                     if now - last >= 0.25:
                         ui.set_status(_status(worker, files))
                         last = now
-                    if opts.duration and now - worker.t_start >= opts.duration:
+                    if opts.duration and worker.t_start and now - worker.t_start >= opts.duration:
                         break
                 while not worker.events.empty():
                     ui.on_events(worker.events.get_nowait())
