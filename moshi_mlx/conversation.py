@@ -13,6 +13,7 @@ has produced a frame yield 80 ms of silence, keeping input and output the same l
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -127,9 +128,9 @@ class Conversation:
 
 
 def frames_of(pcm: np.ndarray, frame_size: int = FRAME_SIZE, pad_s: float = 0.0) -> Iterator[np.ndarray]:
-    """Cut mono pcm into whole frames: zero-pad the last one, then `pad_s` seconds of silence."""
+    """Cut mono pcm into whole frames: zero-pad the last one, then at least `pad_s` s of silence."""
     pcm = np.asarray(pcm, np.float32).reshape(-1)
-    n = -(-len(pcm) // frame_size) + int(round(pad_s * SAMPLE_RATE / frame_size))
+    n = -(-len(pcm) // frame_size) + math.ceil(pad_s * SAMPLE_RATE / frame_size - 1e-6)
     padded = np.zeros(n * frame_size, np.float32)
     padded[: len(pcm)] = pcm
     for i in range(n):
