@@ -29,7 +29,7 @@ from ...config import MimiConfig
 from ...nn.conv import StreamingConv1d, StreamingConvTranspose1d
 from .quantizer import EuclideanCodebook, SplitResidualVectorQuantizer
 from .seanet import SeanetDecoder, SeanetEncoder
-from .transformer import ProjectedTransformer
+from .transformer import NNLinear, ProjectedTransformer
 
 
 class ConvDownsample1d(nn.Module):
@@ -110,6 +110,8 @@ class Mimi(nn.Module):
                 derived.append(m._matrix())
             elif isinstance(m, EuclideanCodebook):
                 derived.extend(m.vectors())
+            elif isinstance(m, NNLinear):
+                derived.append(m.matrix())
         mx.eval(derived)
         self._prepared = True
 
