@@ -29,7 +29,7 @@ from quantize.report import compare_logits, probe_codes
 from quantize.safetensors_io import make_shards, read_header, stream_save
 from quantize.source import SourceError, resolve
 
-from .quantize_fixtures import GOLDEN, KY_CFG, convert, make_source, tiny_repo  # noqa: F401
+from .test_quantize_helpers import GOLDEN, KY_CFG, convert, make_source, tiny_repo  # noqa: F401
 
 ALL = ["bf16", "q8", "q4", "mixed-q4q8", "q4-heads8"]
 

@@ -17,7 +17,7 @@ from moshi_mlx import load_lm
 from quantize.cli import main_quantize, main_report
 from quantize.report import kl_divergence, markdown, top1_agreement, valid_positions
 
-from .quantize_fixtures import KY_CFG, convert, make_source, tiny_repo  # noqa: F401
+from .test_quantize_helpers import KY_CFG, convert, make_source, tiny_repo  # noqa: F401
 
 KYENV = Path("/work/kyenv/bin/python")
 ROOT = Path(__file__).resolve().parents[1]
