@@ -237,3 +237,29 @@ def test_bad_sources_give_clear_errors(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps(cfg))
     with pytest.raises(SourceError, match="missing"):
         prepare(resolve(src, tmp_path / "other.json"), get_recipe("q4"))
+
+
+def test_hf_repo_source_resolves_through_hub(tiny_repo, tmp_path, monkeypatch):  # noqa: F811
+    from moshi_mlx import hub
+
+    def fake_from_repo(repo: str) -> hub.ModelFiles:
+        assert repo == "someone/tiny-moshi"
+        return hub.ModelFiles(tiny_repo / "model.safetensors",
+                              tiny_repo / "tokenizer-e351c8d8-checkpoint125.safetensors",
+                              tiny_repo / "tokenizer_spm_32k_3.model", tiny_repo / "config.json",
+                              repo, "tiny-moshi", "bf16")
+
+    monkeypatch.setattr(hub, "from_repo", fake_from_repo)
+    src = resolve("someone/tiny-moshi")
+    assert src.weight_files == [tiny_repo / "model.safetensors"] and src.config["dim"] == 64
+    assert set(src.extras) == {"mimi_name", "tokenizer_name"}
+    out = tmp_path / "q4"
+    write(prepare(src, get_recipe("q4")), out)
+    assert load_lm(out).text_linear.bits == 4
+
+    def offline(repo: str) -> hub.ModelFiles:
+        raise hub.HubError("offline: download someone/x first (1 GB)")
+
+    monkeypatch.setattr(hub, "from_repo", offline)
+    with pytest.raises(SourceError, match="offline"):
+        resolve("someone/x")
