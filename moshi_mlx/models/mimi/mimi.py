@@ -103,7 +103,12 @@ class Mimi(nn.Module):
         return self
 
     def prepare(self) -> None:
-        """Precompute conv matrices and codebook vectors (eagerly, outside any compiled trace)."""
+        """Precompute conv matrices and codebook vectors (eagerly, outside any compiled trace).
+
+        Call it after assigning parameters directly (`update` / `load_weights` do it for you):
+        compiled steps hold the weights they were traced with, so they are dropped here too.
+        """
+        self._compiled.clear()
         derived = []
         for m in self.modules():
             if isinstance(m, (StreamingConv1d, StreamingConvTranspose1d)):
@@ -131,13 +136,18 @@ class Mimi(nn.Module):
         return MimiState(batch_size, enc, dec)
 
     # -- pure cores -----------------------------------------------------------------------------
-    def _encode_core(self, x: mx.array, st: dict[str, Any], n_q: int) -> tuple[mx.array, dict]:
-        """x `[B, N, 1]` -> codes `[B, n_q, N / frame_size]`."""
+    def _latent_core(self, x: mx.array, st: dict[str, Any]) -> tuple[mx.array, dict]:
+        """x `[B, N, 1]` -> unquantized latent `[B, N / frame_size, D]`."""
         new: dict[str, Any] = {}
         h, new["seanet"] = self.encoder(x, st["seanet"])
         h, new["transformer"] = self.encoder_transformer(h, st["transformer"])
         if self._stride > 1:
             h, new["downsample"] = self.downsample.conv(h, st["downsample"])
+        return h, new
+
+    def _encode_core(self, x: mx.array, st: dict[str, Any], n_q: int) -> tuple[mx.array, dict]:
+        """x `[B, N, 1]` -> codes `[B, n_q, N / frame_size]`."""
+        h, new = self._latent_core(x, st)
         return self.quantizer.encode(h, n_q), new
 
     def _decode_core(self, codes: mx.array, st: dict[str, Any]) -> tuple[mx.array, dict]:
@@ -187,6 +197,13 @@ class Mimi(nn.Module):
         n_q = num_codebooks or self.total_codebooks
         st = self.init_state(x.shape[0])
         return self._fn("enc", n_q)(x, st.enc)[0]
+
+    def encode_latent(self, pcm: Any) -> mx.array:
+        """pcm `[B, 1, N]` -> the latent before quantization, `[B, T, D]` at the frame rate."""
+        x = self._pcm_to_nlc(pcm, pad=True)
+        if not self._prepared:
+            self.prepare()
+        return self._latent_core(x, self.init_state(x.shape[0]).enc)[0]
 
     def decode(self, codes: Any) -> mx.array:
         """codes `[B, K, T]` -> pcm `[B, 1, T * frame_size]`."""
