@@ -58,6 +58,8 @@ def report_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("out_dir", help="converted model directory to report on")
     ap.add_argument("--reference", required=True, help="the source model (repo, dir or file)")
+    ap.add_argument("--reference-config", default=None,
+                    help="config.json of the reference (default: its own, else OUT_DIR's)")
     ap.add_argument("--compare", nargs="+", default=[], metavar="DIR",
                     help="more converted directories, shown side by side")
     ap.add_argument("--steps", type=int, default=64, help="probe sequence length (frames)")
@@ -78,12 +80,13 @@ def _console():
 
 
 def _run_report(models: list[str], reference: str, steps: int, seed: int, dtype: str,
-                json_path: Path, markdown: bool = False) -> dict:
+                json_path: Path, markdown: bool = False, ref_config: str | None = None) -> dict:
     from .report import build_report, render
     from .report import markdown as to_md
 
     dt = None if dtype == "stored" else dtype
-    rep = build_report(models, reference, steps=steps, seed=seed, dtype=dt)
+    rep = build_report(models, reference, steps=steps, seed=seed, dtype=dt,
+                       reference_config=ref_config)
     console = _console()
     render(rep, console)
     if markdown:
@@ -136,7 +139,8 @@ def main_quantize(argv: list[str]) -> int:
         return 0
     json_path = Path(args.json) if args.json else Path(args.out_dir) / REPORT_NAME
     try:
-        _run_report([args.out_dir], args.src, args.report_steps, 0, "auto", json_path)
+        _run_report([args.out_dir], args.src, args.report_steps, 0, "auto", json_path,
+                    ref_config=args.config)
     except (ValueError, OSError, MemoryError) as e:
         print(f"error: report failed: {e}", file=sys.stderr)
         return 2
@@ -150,7 +154,7 @@ def main_report(argv: list[str]) -> int:
     json_path = Path(args.json) if args.json else Path(args.out_dir) / REPORT_NAME
     try:
         _run_report([args.out_dir, *args.compare], args.reference, args.steps, args.seed,
-                    args.dtype, json_path, args.markdown)
+                    args.dtype, json_path, args.markdown, args.reference_config)
     except (SourceError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -162,10 +162,15 @@ def auto_dtype(params: int) -> str | None:
 
 def build_report(
     models: list[str | Path], reference: str | Path, steps: int = 64, seed: int = 0,
-    dtype: str | None = "auto",
+    dtype: str | None = "auto", reference_config: str | Path | None = None,
 ) -> dict[str, Any]:
     """Report every model in `models` against `reference` (see module docstring)."""
-    ref_src = resolve(reference)
+    ref_src = resolve(reference, reference_config)
+    if ref_src.config is None and models:
+        # A bare reference file: the converted model's config.json was made from it.
+        own = resolve(models[0]).config
+        if own is not None:
+            ref_src.config = {k: v for k, v in own.items() if k not in ("quantization", "moshi_name")}
     ref_cfg = dict(ref_src.config or moshi_v0_1().to_dict())
     ref_cfg.pop("quantization", None)
     cfg = LmConfig.from_dict(ref_cfg)

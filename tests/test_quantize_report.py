@@ -115,3 +115,19 @@ def test_module_entry_point_runs(tiny_repo, tmp_path):  # noqa: F811
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "q8" / "model.q8.safetensors").is_file()
+
+
+def test_report_on_bare_pytorch_reference_file(tmp_path):
+    """A reference file with no config.json beside it borrows the converted model's config."""
+    from .test_quantize_helpers import GOLDEN
+
+    src = GOLDEN / "lm_real_weights.safetensors"
+    if not src.exists():
+        pytest.skip("golden LM not generated")
+    out = tmp_path / "q4"
+    assert main_quantize([str(src), str(out), "--recipe", "q4", "--config",
+                          str(GOLDEN / "lm_real_config.json"), "--report-steps", "16", "-q"]) == 0
+    rep = json.loads((out / "quantize_report.json").read_text())["models"][0]
+    assert rep["recipe"] == "q4" and 0 < rep["text_kl"] < 0.5 and 0 < rep["audio_kl"] < 0.5
+    assert main_report([str(out), "--reference", str(src), "--steps", "8",
+                        "--json", str(tmp_path / "r.json")]) == 0
