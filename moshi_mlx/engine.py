@@ -1,0 +1,227 @@
+"""Streaming generation: one `LmGen.step` per 80 ms frame (no threads, devices, codecs or UI).
+
+Each step takes the user's audio codes of one frame and returns Moshi's text token and, once the
+acoustic delay allows, Moshi's audio codes of one aligned frame. The generator owns all state
+(temporal KV caches from `lm.make_cache()`, the last tokens, the random key), so one `Lm` can
+serve several `LmGen` instances, i.e. several independent streams.
+
+Timing convention (Kyutai's MLX `LmGen` and Rust `lm_generate_multistream`; reference.md sec. 3).
+Streams are K = 1 + n_q rows: 0 text, 1..dep_q Moshi audio, then the user's audio; d_k = delays[k].
+At step s (0-based, `step_count` before the call):
+- the temporal input of stream k is aligned frame s-1-d_k of that stream, or its initial token
+  (text_card for text, card for audio) when s-1-d_k < 0. So the user frame passed at step s is
+  aligned frame s: it is first read at step s+1+d_k, never at step s itself.
+- text sampled at step s is Moshi's text of frame s -> `StepOutput.text`.
+- the depformer samples codebook k of frame s-d_k (dropped when negative). Moshi's audio input at
+  step s+1 is therefore always what the depformer sampled at step s (the delayed layout).
+- `StepOutput.audio` is Moshi's complete aligned frame s-D, D = max Moshi audio delay (1 for Moshi),
+  i.e. codebook k taken from the depformer output of step s-D+d_k; None while s < D. Text thus
+  leads audio by D frames, as in Kyutai's MLX `last_audio_tokens()`.
+This is exactly `Lm.forward`'s teacher-forced alignment (PT `LMModel.forward`), which
+`tests/test_engine_golden.py` checks logit by logit.
+
+Relation to PT `LMGen` (moshi/models/lm.py): PT reads the user codes passed at step t already at
+step t+d_k (not t+1+d_k), and replaces step 0's user frame by initial tokens. Feeding our step s
+the frame PT got at step s+1 gives identical inputs, hence identical tokens: our user frame f is
+PT's user frame f+1. PT's `step` at t returns text of step t-1 with the same aligned audio frame
+t-1; we return the text of step s right away and the audio frame s-1.
+
+Sampling uses explicit keys split from `seed` (one key per step, one per depformer codebook), so a
+given seed reproduces a session exactly; `reset()` restarts it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+
+from .delays import undelay
+from .models.lm import Lm
+from .sampling import DEFAULT_AUDIO, DEFAULT_TEXT, Sampler
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """text [B] int32: Moshi's text token of this step; audio [B, dep_q] int32 or None."""
+
+    text: mx.array
+    audio: mx.array | None
+
+
+class LmGen:
+    """Greedy or sampled streaming generation with `lm`; see the module docstring for timing."""
+
+    def __init__(
+        self,
+        lm: Lm,
+        text_sampler: Sampler | None = None,
+        audio_sampler: Sampler | None = None,
+        batch_size: int = 1,
+        seed: int | None = None,
+        keep_logits: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        cfg = lm.cfg
+        self.lm = lm
+        self.cfg = cfg
+        self.text_sampler = DEFAULT_TEXT if text_sampler is None else text_sampler
+        self.audio_sampler = DEFAULT_AUDIO if audio_sampler is None else audio_sampler
+        self.batch_size = batch_size
+        self.seed = secrets.randbits(32) if seed is None else int(seed)
+        self.keep_logits = keep_logits
+        self.dep_q = cfg.dep_q
+        self.num_user = cfg.n_q - cfg.dep_q
+        d = list(cfg.delays)
+        self._moshi_delays = np.array(d[1 : 1 + cfg.dep_q], dtype=np.int64)
+        self._user_delays = np.array(d[1 + cfg.dep_q :], dtype=np.int64)
+        self.audio_delay = int(self._moshi_delays.max()) if cfg.dep_q else 0
+        B = batch_size
+        self._text_init = mx.full((B,), cfg.text_initial_token, dtype=mx.int32)
+        self._audio_init_moshi = mx.full((B, cfg.dep_q), cfg.card, dtype=mx.int32)
+        self._audio_init_user = mx.full((B, self.num_user), cfg.card, dtype=mx.int32)
+        self.reset()
+
+    # State ------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Start a fresh session (same seed: the same samples for the same inputs)."""
+        self.cache = self.lm.make_cache()
+        self.step_count = 0
+        self._key = mx.random.key(self.seed)
+        self._prev_text = self._text_init
+        self._prev_audio = self._audio_init_moshi
+        # User frames s-1-d for every user delay d, and depformer outputs of the last D+1 steps.
+        self._user_hist: deque[mx.array] = deque(maxlen=int(self._user_delays.max(initial=0)) + 1)
+        self._dep_hist: deque[mx.array] = deque(maxlen=self.audio_delay + 1)
+        self.last_text_logits: mx.array | None = None
+        self.last_audio_logits: mx.array | None = None
+
+    # Inputs -----------------------------------------------------------------------------------
+    def _user_codes(self, user_codes) -> mx.array:
+        u = user_codes if isinstance(user_codes, mx.array) else mx.array(np.asarray(user_codes))
+        if u.ndim == 3 and u.shape[2] == 1:
+            u = u[:, :, 0]
+        if u.ndim != 2 or u.shape[0] != self.batch_size or u.shape[1] < self.num_user:
+            raise ValueError(
+                f"user_codes must be [{self.batch_size}, {self.num_user}] (or [B, {self.num_user}, 1]),"
+                f" got shape {tuple(u.shape)}"
+            )
+        return u[:, : self.num_user].astype(mx.int32)
+
+    def _user_input(self, s: int) -> mx.array:
+        """[B, n_user]: column j holds user frame s-1-d_j, or the initial token."""
+        out = self._audio_init_user
+        for d in np.unique(self._user_delays):
+            age = int(d)  # frame s-1-d is the (d)-th newest stored frame (0 = newest)
+            if s - 1 - d < 0 or age >= len(self._user_hist):
+                continue
+            frame = self._user_hist[-1 - age]
+            cols = self._user_delays == d
+            out = frame if cols.all() else mx.where(mx.array(cols), frame, out)
+        return out
+
+    def _inputs(self) -> mx.array:
+        s = self.step_count
+        moshi = self._prev_audio
+        if s <= self.audio_delay and self.dep_q:
+            ready = mx.array(s - 1 - self._moshi_delays >= 0)
+            moshi = mx.where(ready, moshi, self._audio_init_moshi)
+        rows = [self._prev_text[:, None], moshi, self._user_input(s)]
+        return mx.concatenate(rows, axis=1)[:, :, None]  # [B, K, 1]
+
+    def _aligned_audio(self) -> mx.array | None:
+        """Moshi's frame s-D (s = this step): codebook k from the depformer output of step s-D+d_k."""
+        if self.step_count < self.audio_delay or not self.dep_q:
+            return None
+        out = None
+        for d in np.unique(self._moshi_delays):
+            block = self._dep_hist[-1 - (self.audio_delay - int(d))]
+            cols = mx.array(self._moshi_delays == d)
+            out = block if out is None else mx.where(cols, block, out)
+        return out
+
+    # Step -------------------------------------------------------------------------------------
+    def _keys(self) -> tuple[mx.array | None, list[mx.array | None]]:
+        if self.text_sampler.greedy and self.audio_sampler.greedy:
+            return None, [None] * self.dep_q
+        self._key, sub = mx.random.split(self._key)
+        keys = mx.random.split(sub, 1 + self.dep_q)
+        return keys[0], [keys[1 + k] for k in range(self.dep_q)]
+
+    def step(self, user_codes) -> StepOutput:
+        """One 80 ms frame: user codes [B, n_q - dep_q] (or [B, ., 1]), mx or numpy ints."""
+        u = self._user_codes(user_codes)
+        lm = self.lm
+        text_key, audio_keys = self._keys()
+        h = lm.temporal(lm.embed(self._inputs()), self.cache)[:, -1]  # [B, D]
+        text_logits = lm.text_logits(h)
+        text = self.text_sampler(text_logits, key=text_key)
+        dep_logits: list[mx.array] = []
+
+        def sample(logits: mx.array, k: int) -> mx.array:
+            if self.keep_logits:
+                dep_logits.append(logits)
+            return self.audio_sampler(logits, key=audio_keys[k])
+
+        if self.dep_q:
+            audio = lm.sample_depformer(h, text, sample)
+            self._prev_audio = audio
+            self._dep_hist.append(audio)
+        self._prev_text = text
+        self._user_hist.append(u)
+        if self.keep_logits:
+            self.last_text_logits = text_logits
+            self.last_audio_logits = mx.stack(dep_logits, axis=1) if dep_logits else None
+        out = StepOutput(text=text, audio=self._aligned_audio())
+        self.step_count += 1
+        # Start computing now; the caller's np.asarray/.item() waits for it. Evaluating the outputs
+        # also materializes the KV cache updates, so the lazy graph never grows across steps.
+        mx.async_eval(text, self._prev_audio)
+        return out
+
+
+def teacher_forced_logits(
+    lm: Lm, codes, chunk: int | None = None
+) -> tuple[mx.array, mx.array]:
+    """Teacher-forced logits of aligned codes [B, 1+n_q, T], aligned like `lm.forward`.
+
+    chunk None: one `lm.forward` pass. chunk = N: the temporal transformer runs N steps at a time
+    through a KV cache (memory bounded by N and the context instead of T); same values.
+    """
+    if chunk is None:
+        return lm.forward(codes)
+    cfg = lm.cfg
+    codes = codes if isinstance(codes, mx.array) else mx.array(np.asarray(codes))
+    codes = codes.astype(mx.int32)
+    seq = lm.delayed_inputs(codes)  # [B, K, T+1]: column t is the input of step t
+    T = codes.shape[2]
+    cache = lm.make_cache()
+    texts, audios = [], []
+    for start in range(0, T, chunk):
+        stop = min(start + chunk, T)
+        h = lm.temporal(lm.embed(seq[:, :, start:stop]), cache)
+        texts.append(lm.text_logits(h))
+        audios.append(lm.depformer_logits(h, seq[:, : cfg.dep_q, start + 1 : stop + 1]))
+        mx.eval(texts[-1], audios[-1])
+    text = undelay(mx.concatenate(texts, axis=1)[:, None], cfg.delays[:1])
+    audio = mx.concatenate(audios, axis=2)
+    if cfg.dep_q:
+        audio = undelay(audio, cfg.delays[1 : 1 + cfg.dep_q])
+    return text, audio
+
+
+def aligned_codes(text: mx.array, audio: mx.array, user: mx.array) -> mx.array:
+    """Stack per-step engine outputs into aligned codes [B, 1+n_q, T] for `teacher_forced_logits`.
+
+    text [B, T], audio [B, T, dep_q], user [B, T, n_user], all frame-aligned.
+    """
+    return mx.concatenate(
+        [text[:, None], audio.transpose(0, 2, 1), user.transpose(0, 2, 1)], axis=1
+    ).astype(mx.int32)
+
+
+__all__ = ["LmGen", "StepOutput", "aligned_codes", "teacher_forced_logits"]
