@@ -131,3 +131,26 @@ def test_report_on_bare_pytorch_reference_file(tmp_path):
     assert rep["recipe"] == "q4" and 0 < rep["text_kl"] < 0.5 and 0 < rep["audio_kl"] < 0.5
     assert main_report([str(out), "--reference", str(src), "--steps", "8",
                         "--json", str(tmp_path / "r.json")]) == 0
+
+
+@pytest.mark.parametrize("recipe", ["q4", "mixed-q4q8"])
+def test_converted_tiny_model_runs_in_cli_run(tiny_repo, tmp_path, recipe):  # noqa: F811
+    if not (ROOT / "cli.py").exists():
+        pytest.skip("cli.py not present")
+    from moshi_mlx.audio.wav import read_wav, write_wav
+
+    out = tmp_path / recipe
+    assert main_quantize([str(tiny_repo), str(out), "--recipe", recipe, "--no-report", "-q"]) == 0
+    t = np.arange(24000) / 24000
+    write_wav(tmp_path / "in.wav", (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
+    res = subprocess.run(
+        [sys.executable, "cli.py", "run", "--model-dir", str(out), "-i", str(tmp_path / "in.wav"),
+         "-o", str(tmp_path / "out.wav"), "--transcript", str(tmp_path / "t.json"),
+         "--pad-seconds", "1", "--seed", "1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    tr = json.loads((tmp_path / "t.json").read_text())
+    assert tr["model"]["lm_weight"].endswith(
+        "model.q4.safetensors" if recipe == "q4" else "model.safetensors")
+    pcm = read_wav(tmp_path / "out.wav")
+    assert pcm.size >= 24000 and np.isfinite(pcm).all() and np.abs(pcm).max() > 0
