@@ -1,0 +1,140 @@
+"""LmGen on a tiny random model: timing convention, streams, seeds, batching, samplers, inputs."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from moshi_mlx.config import LmConfig
+from moshi_mlx.engine import LmGen, aligned_codes, teacher_forced_logits
+from moshi_mlx.models.lm import Lm
+from moshi_mlx.sampling import GREEDY, Sampler
+
+from .conftest import tiny_lm_kwargs
+
+STEPS = 14  # > context (6): the rotating cache wraps
+
+
+@pytest.fixture(scope="module")
+def lm() -> Lm:
+    mx.random.seed(0)
+    model = Lm(LmConfig.from_dict(tiny_lm_kwargs()))
+    mx.eval(model.parameters())
+    return model
+
+
+def user_codes(B: int = 1, T: int = STEPS, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 24, size=(B, T, 8)).astype(np.int32)
+
+
+def run(gen: LmGen, user: np.ndarray) -> dict:
+    texts, audios, tl, al = [], [], [], []
+    for s in range(user.shape[1]):
+        out = gen.step(user[:, s])
+        texts.append(np.array(out.text))
+        audios.append(None if out.audio is None else np.array(out.audio))
+        if gen.keep_logits:
+            tl.append(np.array(gen.last_text_logits))
+            al.append(np.array(gen.last_audio_logits))
+    return dict(text=np.stack(texts, 1), audio=audios, tl=tl, al=al)
+
+
+def test_sampled_run_equals_teacher_forced_forward_past_context(lm):
+    """Step-by-step logits == lm.forward on the (sampled) sequence, beyond the context."""
+    user = user_codes()
+    gen = LmGen(lm, Sampler(1.0), Sampler(1.0), seed=3, keep_logits=True)
+    r = run(gen, user)
+    assert r["audio"][0] is None and all(a is not None for a in r["audio"][1:])
+    n = STEPS - 1  # complete aligned frames
+    codes = aligned_codes(mx.array(r["text"][:, :n]), mx.array(np.stack(r["audio"][1:], 1)),
+                          mx.array(user[:, :n]))
+    text_l, audio_l = (np.array(x) for x in teacher_forced_logits(lm, codes))
+    tl, al = np.stack(r["tl"], 1), np.stack(r["al"], 1)
+    np.testing.assert_allclose(text_l[:, 0], tl[:, :n], atol=1e-4, rtol=0)
+    for k, d in enumerate(lm.cfg.delays[1:9]):
+        np.testing.assert_allclose(audio_l[:, k, : n - d], al[:, d:n, k], atol=1e-4, rtol=0)
+    assert len(np.unique(r["text"])) > 3  # sampling at temp 1 gives varied tokens
+
+
+def test_user_frame_is_first_read_at_next_step(lm):
+    """MLX/Rust convention: the user frame passed at step s changes nothing at step s."""
+    user = user_codes()
+    changed = user.copy()
+    changed[:, 5] = (changed[:, 5] + 1) % 24
+    a = run(LmGen(lm, GREEDY, GREEDY, keep_logits=True), user)
+    b = run(LmGen(lm, GREEDY, GREEDY, keep_logits=True), changed)
+    for s in range(6):
+        np.testing.assert_array_equal(a["tl"][s], b["tl"][s])
+        np.testing.assert_array_equal(a["al"][s], b["al"][s])
+    assert np.abs(a["tl"][6] - b["tl"][6]).max() > 1e-4
+
+
+def test_batch_rows_are_independent_streams(lm):
+    user = user_codes(B=2, seed=1)
+    both = run(LmGen(lm, GREEDY, GREEDY, batch_size=2), user)
+    for i in range(2):
+        one = run(LmGen(lm, GREEDY, GREEDY), user[i : i + 1])
+        np.testing.assert_array_equal(both["text"][i], one["text"][0])
+        for a, b in zip(both["audio"][1:], one["audio"][1:], strict=True):
+            np.testing.assert_array_equal(a[i], b[0])
+
+
+def test_one_model_serves_interleaved_generators(lm):
+    u1, u2 = user_codes(seed=2), user_codes(seed=3)
+    g1, g2 = LmGen(lm, seed=5), LmGen(lm, seed=6)
+    t1, t2 = [], []
+    for s in range(STEPS):
+        t1.append(np.array(g1.step(u1[:, s]).text))
+        t2.append(np.array(g2.step(u2[:, s]).text))
+    np.testing.assert_array_equal(np.stack(t1, 1), run(LmGen(lm, seed=5), u1)["text"])
+    np.testing.assert_array_equal(np.stack(t2, 1), run(LmGen(lm, seed=6), u2)["text"])
+
+
+def test_seed_reproduces_and_reset_restarts(lm):
+    user = user_codes()
+    gen = LmGen(lm, seed=11)
+    first = run(gen, user)
+    assert gen.step_count == STEPS
+    gen.reset()
+    assert gen.step_count == 0
+    again = run(gen, user)
+    other = run(LmGen(lm, seed=12), user)
+    np.testing.assert_array_equal(first["text"], again["text"])
+    np.testing.assert_array_equal(np.stack(first["audio"][1:]), np.stack(again["audio"][1:]))
+    assert (np.stack(first["audio"][1:]) != np.stack(other["audio"][1:])).any()
+    assert isinstance(LmGen(lm).seed, int)  # a drawn seed is recorded for transcripts
+
+
+def test_samplers_are_wired_to_their_streams(lm):
+    """Every text token is in the top-2 of its logits, every audio code in the top-3 of its own."""
+    gen = LmGen(lm, Sampler(5.0, top_k=2), Sampler(5.0, top_k=3), seed=0, keep_logits=True)
+    r = run(gen, user_codes())
+    for s in range(STEPS):
+        rank_t = (r["tl"][s] > np.take_along_axis(r["tl"][s], r["text"][:, s, None], -1)).sum(-1)
+        assert (rank_t < 2).all()
+    audio_in_step = []
+    for s in range(STEPS):
+        logits = r["al"][s]  # [B, dep_q, card]
+        # Tokens sampled at step s in delayed layout: codebook 0 of frame s, others of frame s-1.
+        if s + 1 < STEPS:
+            nxt = r["audio"][s + 1][0]  # frame s: codebook 0 sampled at step s
+            audio_in_step.append((logits[0, 0], nxt[0]))
+        if r["audio"][s] is not None:
+            cur = r["audio"][s][0]  # frame s-1: codebooks 1.. sampled at step s
+            audio_in_step += [(logits[0, k], cur[k]) for k in range(1, 8)]
+    ranks = [(lg > lg[tok]).sum() for lg, tok in audio_in_step]
+    assert max(ranks) < 3 and max(ranks) > 0  # temp 5 explores beyond the argmax
+
+
+def test_input_forms_and_errors(lm):
+    user = user_codes(T=3)
+    ref = run(LmGen(lm, GREEDY, GREEDY), user)["text"]
+    gen = LmGen(lm, GREEDY, GREEDY)
+    got = [np.array(gen.step(mx.array(user[:, 0, :, None])).text),  # [B, 8, 1] mx
+           np.array(gen.step(user[:, 1].astype(np.int64)).text),  # numpy int64
+           np.array(gen.step(np.concatenate([user[:, 2], user[:, 2]], 1)).text)]  # extra books
+    np.testing.assert_array_equal(np.stack(got, 1), ref)
+    for bad in (np.zeros((2, 8), np.int32), np.zeros((1, 7), np.int32), np.zeros(8, np.int32)):
+        with pytest.raises(ValueError):
+            gen.step(bad)
+    with pytest.raises(ValueError):
+        LmGen(lm, batch_size=0)
