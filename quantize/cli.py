@@ -112,6 +112,10 @@ def main_quantize(argv: list[str]) -> int:
     console = _console()
     console.print(f"{source.description} ({plan.source_format}) -> {args.out_dir}: recipe "
                   f"{recipe.name} ({recipe.description})", markup=False, highlight=False)
+    if any(f.resolve().parent == Path(args.out_dir).resolve() for f in source.weight_files):
+        print(f"error: OUT_DIR {args.out_dir!r} holds the source weights: choose another directory",
+              file=sys.stderr)
+        return 2
     if args.quiet:
         result = write(plan, args.out_dir, shard)
     else:

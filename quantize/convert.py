@@ -178,6 +178,8 @@ def write(
     """Write the planned tensors to `out_dir` (see module docstring); consumes `plan.tensors`."""
     t0 = time.perf_counter()
     out = Path(out_dir)
+    if any(f.resolve().parent == out.resolve() for f in plan.source.weight_files):
+        raise ValueError(f"OUT_DIR {str(out)!r} holds the source weights: choose another directory")
     out.mkdir(parents=True, exist_ok=True)
     compatible = kyutai_compatible(plan.recipe, plan.decisions)
     if plan.recipe.kyutai_file and not compatible:

@@ -82,6 +82,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         main_quantize([str(tmp_path), str(tmp_path / "o"), "--recipe", "q5"])
     assert main_quantize([str(tmp_path), str(tmp_path / "o"), "--bits", "7"]) == 2
     assert "--bits" in capsys.readouterr().err
+    src = make_source(tmp_path / "src", KY_CFG)
+    assert main_quantize([str(src), str(src), "--recipe", "q4"]) == 2  # would overwrite its input
+    assert "holds the source weights" in capsys.readouterr().err
+    assert (src / "model.safetensors").is_file()
 
 
 @pytest.mark.skipif(not KYENV.exists(), reason="Kyutai's moshi_mlx env (/work/kyenv) not present")
