@@ -1,0 +1,150 @@
+"""Mimi streaming speed: encode + decode of one 80 ms frame, ours vs rustymimi vs Kyutai's MLX Mimi.
+
+    python benchmarks/bench_mimi.py [--frames 40] [--warmup 5] [--codebooks 8] [--kyutai-python PATH]
+
+All three run in the same invocation on the same random full-size checkpoint (real Mimi shape,
+released PyTorch layout, written to a temporary file). Per frame: `encode_step` of 1920 samples, then
+`decode_step` of the codes just produced (batch 1, float32). Kyutai's `moshi_mlx` runs in its own
+environment (`/work/kyenv/bin/python` by default; it pins an older MLX) through a subprocess.
+Prints p50 / p95 milliseconds per frame and the real-time factor (p50 / 80 ms; < 1 keeps up).
+Asserts nothing. Machine noise is large on shared CPUs: compare rows of one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+FRAME = 1920
+FRAME_MS = 80.0
+
+KYUTAI_SCRIPT = r"""
+import json, sys, time
+import numpy as np, mlx.core as mx
+from moshi_mlx.models import mimi
+path, frames, warmup, ncb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+model = mimi.Mimi(mimi.mimi_202407(ncb))
+model.load_pytorch_weights(path, strict=True)
+pcm = np.load(sys.argv[5])
+enc, dec = [], []
+for i in range(warmup + frames):
+    x = mx.array(pcm[..., (i % (pcm.shape[-1] // 1920)) * 1920:][..., :1920])
+    t0 = time.perf_counter(); codes = model.encode_step(x); mx.eval(codes)
+    t1 = time.perf_counter(); y = model.decode_step(codes); mx.eval(y)
+    t2 = time.perf_counter()
+    if i >= warmup:
+        enc.append(t1 - t0); dec.append(t2 - t1)
+print(json.dumps({"enc": enc, "dec": dec, "mlx": mx.__version__}))
+"""
+
+
+def _loop(encode_step, decode_step, pcm: np.ndarray, frames: int, warmup: int) -> dict:
+    enc, dec = [], []
+    n_avail = pcm.shape[-1] // FRAME
+    for i in range(warmup + frames):
+        x = pcm[..., (i % n_avail) * FRAME:][..., :FRAME]
+        t0 = time.perf_counter()
+        codes = encode_step(x)
+        t1 = time.perf_counter()
+        decode_step(codes)
+        t2 = time.perf_counter()
+        if i >= warmup:
+            enc.append(t1 - t0)
+            dec.append(t2 - t1)
+    return {"enc": enc, "dec": dec}
+
+
+def bench_ours(path: Path, pcm: np.ndarray, args: argparse.Namespace) -> dict:
+    from moshi_mlx.codec import load_mimi
+
+    codec = load_mimi(path, num_codebooks=args.codebooks)
+    state = codec.init_state(1)
+    return _loop(lambda x: codec.encode_step(x, state), lambda c: codec.decode_step(c, state),
+                 pcm, args.frames, args.warmup)
+
+
+def bench_rustymimi(path: Path, pcm: np.ndarray, args: argparse.Namespace) -> dict:
+    import rustymimi
+
+    tok = rustymimi.Tokenizer(str(path), num_codebooks=args.codebooks)
+    return _loop(lambda x: tok.encode_step(np.ascontiguousarray(x)), tok.decode_step,
+                 pcm, args.frames, args.warmup)
+
+
+def bench_kyutai(path: Path, pcm_file: Path, args: argparse.Namespace) -> dict | None:
+    py = args.kyutai_python
+    if not py or not Path(py).exists():
+        print(f"(skipping Kyutai's MLX Mimi: no interpreter at {py})", file=sys.stderr)
+        return None
+    cmd = [py, "-c", KYUTAI_SCRIPT, str(path), str(args.kyutai_frames), str(args.warmup),
+           str(args.codebooks), str(pcm_file)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    if res.returncode != 0:
+        print(f"(Kyutai's MLX Mimi failed: {res.stderr.strip()[-500:]})", file=sys.stderr)
+        return None
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _row(name: str, r: dict) -> str:
+    tot = np.array(r["enc"]) + np.array(r["dec"])
+    p50, p95 = np.percentile(tot, 50) * 1e3, np.percentile(tot, 95) * 1e3
+    e50, d50 = np.median(r["enc"]) * 1e3, np.median(r["dec"]) * 1e3
+    return (f"| {name:<28} | {p50:8.1f} | {p95:8.1f} | {e50:8.1f} | {d50:8.1f} | "
+            f"{p50 / FRAME_MS:5.2f} | {len(tot):3d} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=40)
+    ap.add_argument("--kyutai-frames", type=int, default=10, help="Kyutai's is slow: fewer frames")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--codebooks", type=int, default=8)
+    ap.add_argument("--kyutai-python", default="/work/kyenv/bin/python")
+    ap.add_argument("--only", nargs="*", default=["ours", "rustymimi", "kyutai"])
+    ap.add_argument("--json", help="also write the raw timings here")
+    args = ap.parse_args(argv)
+
+    import mlx.core as mx
+
+    from moshi_mlx.config import mimi_202407
+    from moshi_mlx.models.mimi.synthetic import speech_like_signal, write_random_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tokenizer-random.safetensors"
+        write_random_checkpoint(path, mimi_202407(args.codebooks), seed=0)
+        pcm = speech_like_signal(50 * FRAME, 24000, seed=1)
+        pcm_file = Path(tmp) / "pcm.npy"
+        np.save(pcm_file, pcm)
+        results: dict[str, dict] = {}
+        if "ours" in args.only:
+            results["ours (moshi_mlx, MLX)"] = bench_ours(path, pcm, args)
+        if "rustymimi" in args.only:
+            results["rustymimi (Rust, candle)"] = bench_rustymimi(path, pcm, args)
+        if "kyutai" in args.only:
+            ky = bench_kyutai(path, pcm_file, args)
+            if ky is not None:
+                results[f"Kyutai moshi_mlx (mlx {ky.pop('mlx')})"] = ky
+
+    print(f"\nMimi streaming encode+decode per 80 ms frame, batch 1, float32, {args.codebooks} codebooks")
+    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, mlx {mx.__version__}, "
+          f"python {platform.python_version()}, default device {mx.default_device()}")
+    print("| backend                      | p50 ms   | p95 ms   | enc p50  | dec p50  | RTF   | n   |")
+    print("|------------------------------|----------|----------|----------|----------|-------|-----|")
+    for name, r in results.items():
+        print(_row(name, r))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
