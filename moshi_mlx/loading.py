@@ -29,6 +29,7 @@ from mlx.utils import tree_flatten
 
 from .config import LmConfig, moshi_v0_1
 from .models.lm import Lm
+from .nn.cpu_linear import has_pretransposed
 from .quant import (
     check_spec_matches,
     detect_quantization,
@@ -181,6 +182,9 @@ def save_lm(
     """Write `model` in Kyutai's MLX names (as quantized) + `config.json` with its
     "quantization" block. With `max_shard_gb`, large models are split into
     `model-0000i-of-0000N.safetensors` plus `model.safetensors.index.json`."""
+    if has_pretransposed(model):
+        raise ValueError("this model was converted with pretranspose_linears (inference only); "
+                         "save it before converting")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = dict(tree_flatten(model.parameters()))

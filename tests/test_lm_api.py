@@ -153,3 +153,19 @@ def test_zero_token_embeds_to_zero():
     for emb in [lm.text_emb, lm.audio_embs[3], lm.depformer.slices[2].emb]:
         y = np.array(emb(ids))
         assert (y[0, 0] == 0).all() and np.abs(y[0, 1:]).min() > 0
+
+
+def test_pretransposed_linears_keep_outputs(tmp_path):
+    from moshi_mlx.nn.cpu_linear import PretransposedLinear, pretranspose_linears
+
+    cfg = LmConfig.from_dict(CASES["sched_ls"])
+    lm = random_lm(cfg, 21)
+    codes = mx.array(np.random.default_rng(1).integers(0, cfg.card, (1, 1 + cfg.n_q, 9)))
+    want = lm.forward(codes)
+    n = pretranspose_linears(lm, only_on_cpu=False)
+    assert n == 1 + 4 * cfg.num_layers + cfg.dep_q * (2 + 4 * cfg.depformer_num_layers)
+    assert isinstance(lm.text_linear, PretransposedLinear)
+    for a, b in zip(lm.forward(codes), want, strict=True):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="inference only"):
+        save_lm(lm, tmp_path)
