@@ -169,9 +169,9 @@ def user_codes(n: int, n_user: int, card: int, seed: int) -> np.ndarray:
 def worker(args: argparse.Namespace) -> int:
     """Time our LmGen.step; print one JSON line like kyutai_lm.py."""
     import mlx.core as mx
-    from moshi_mlx.engine import LmGen
 
     from moshi_mlx import load_lm
+    from moshi_mlx.engine import LmGen
     from moshi_mlx.sampling import Sampler
 
     cfg = json.loads(Path(args.config).read_text())
@@ -228,12 +228,13 @@ def worker(args: argparse.Namespace) -> int:
 
 
 # Driver ------------------------------------------------------------------------------------------
-def run_one(impl: str, d: Path, quant: str, act: str, args: argparse.Namespace) -> dict:
+def run_one(impl: str, d: Path, quant: str, act: str, frames: int,
+            args: argparse.Namespace) -> dict:
     common = [
         str(d / "config.json"),
         str(d / FILES[quant]),
         "--quant", quant, "--act", act,
-        "--frames", str(args.frames), "--warmup", str(args.warmup), "--seed", str(args.seed),
+        "--frames", str(frames), "--warmup", str(args.warmup), "--seed", str(args.seed),
     ] + (["--greedy"] if args.greedy else [])
     if impl == "ours":
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", *common]
@@ -277,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quants", default="bf16,q8,q4")
     ap.add_argument("--acts", default="bf16,float32")
     ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--frames-7b", type=int, default=6, help="timed frames for the 7b-* configs")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=1, help="runs per row and impl; best p50 kept")
     ap.add_argument("--seed", type=int, default=1234)
@@ -296,13 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     rows, results = [], []
     for name in args.configs.split(","):
         d = prepare(name, cfgs[name], Path(args.work), quants, args.seed)
-        frames = args.frames
+        frames = args.frames_7b if name.startswith("7b") else args.frames
         for quant in quants:
             for act in args.acts.split(","):
                 best: dict[str, dict] = {}
                 for _ in range(args.repeats):
                     for impl in impls:  # alternate so drifts in machine load hit both
-                        r = run_one(impl, d, quant, act, args)
+                        r = run_one(impl, d, quant, act, frames, args)
                         if impl not in best or ("error" not in r and (
                                 "error" in best[impl] or r["p50_ms"] < best[impl]["p50_ms"])):
                             best[impl] = r
@@ -318,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         versions = {r[k]["impl"]: (r[k].get("mlx"), r[k].get("moshi_mlx")) for r in results
                     for k in ("ours", "kyutai") if "mlx" in r[k]}
         meta = (f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()}; "
-                f"{args.frames} timed frames after {args.warmup} warm-up, best p50 of "
+                f"{args.frames} timed frames (7b-*: {args.frames_7b}) after {args.warmup} warm-up, best p50 of "
                 f"{args.repeats} run(s); versions (mlx, moshi_mlx): {versions}")
         Path(args.out).write_text(table + "\n\n" + meta + "\n")
         Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=1))
