@@ -1,10 +1,11 @@
 """Peak memory of `cli.py quantize` on a full-size (7B-shaped) random bf16 checkpoint.
 
     python benchmarks/bench_quantize.py [--layers 32] [--recipes q4,q8,mixed-q4q8] [--workdir DIR]
+                                        [--format mlx|pytorch]
                                         [--kyutai-check] [--keep] [--json FILE]
 
 1. Writes a random Moshi v0.1-shaped LM (`moshi_v0_1()`, optionally fewer temporal layers) in
-   Kyutai's MLX bf16 layout (`model.safetensors` + `config.json`, ~15.4 GB at 32 layers) with our
+   Kyutai's MLX bf16 layout (or, with `--format pytorch`, their PyTorch release names and shapes) (`model.safetensors` + `config.json`, ~15.4 GB at 32 layers) with our
    streaming writer, one tensor at a time. Values are slices of a 64 Mi-value normal pool (cheap to
    make; quantization cost and memory do not depend on the values).
 2. Converts it once per recipe in a fresh subprocess (`main_quantize([... "-q", "--no-report"])`),
@@ -23,6 +24,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -44,11 +46,42 @@ KYENV = Path("/work/kyenv/bin/python")
 POOL = 1 << 26  # 64 Mi bf16 values = 128 MB
 
 
-def make_checkpoint(out: Path, layers: int) -> tuple[Path, int, float]:
-    """Random bf16 LM in Kyutai's MLX names; returns (dir, bytes, seconds)."""
+def torch_shapes(shapes: dict[str, tuple[int, ...]], dep_q: int) -> dict[str, tuple[int, ...]]:
+    """Our (Kyutai MLX) names/shapes -> PyTorch release names/shapes (reference.md 4.1)."""
+    out: dict[str, tuple[int, ...]] = {}
+    for k, s in shapes.items():
+        m = re.match(r"depformer\.slices\.(\d+)\.(.*)$", k)
+        if m is None:
+            k = re.sub(r"^audio_embs\.", "emb.", k).replace("in_proj.weight", "in_proj_weight")
+            if re.search(r"norm\d?\.weight$", k):
+                k, s = k[: -len("weight")] + "alpha", (1, 1, *s)
+            out[k] = s
+            continue
+        slot, rest = int(m.group(1)), m.group(2)
+        if rest == "linear_in.weight":
+            out[f"depformer_in.{slot}.weight"] = s
+        elif rest == "linear_out.weight":
+            out[f"linears.{slot}.weight"] = s
+        elif rest == "emb.weight":
+            out["depformer_text_emb.weight" if slot == 0 else f"depformer_emb.{slot - 1}.weight"] = s
+        else:
+            rest = rest.replace("transformer.layers.", "depformer.layers.")
+            if "gating." in rest:
+                out[rest.replace("gating.", f"gating.{slot}.")] = s
+            elif "self_attn" in rest:  # weight sets concatenated along dim 0
+                out[rest.replace("in_proj.weight", "in_proj_weight")] = (s[0] * dep_q, *s[1:])
+            else:  # shared norms
+                out[rest[: -len("weight")] + "alpha"] = (1, 1, *s)
+    return out
+
+
+def make_checkpoint(out: Path, layers: int, fmt: str) -> tuple[Path, int, float]:
+    """Random bf16 LM in Kyutai's MLX or PyTorch names; returns (dir, bytes, seconds)."""
     t0 = time.perf_counter()
     cfg = dataclasses.replace(moshi_v0_1(), num_layers=layers)
     shapes = {k: v.shape for k, v in tree_flatten(Lm(cfg).parameters())}  # lazy, never evaluated
+    if fmt == "pytorch":
+        shapes = torch_shapes(shapes, cfg.dep_q)
     mx.random.seed(0)
     pool = (mx.random.normal((POOL,)) * 0.02).astype(mx.bfloat16)
     mx.eval(pool)
@@ -57,7 +90,7 @@ def make_checkpoint(out: Path, layers: int) -> tuple[Path, int, float]:
         n = 1
         for s in shape:
             n *= s
-        if len(shape) == 1:  # norms: ones, like a fresh RMSNorm
+        if len(shape) == 1 or name.endswith("alpha"):  # norms: ones, like a fresh RMSNorm
             return mx.ones(shape, dtype=mx.bfloat16)
         off = zlib.crc32(name.encode()) % POOL
         reps = (off + n) // POOL + 1
@@ -123,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=32, help="temporal layers (real model: 32)")
     ap.add_argument("--recipes", default="q4,q8,mixed-q4q8")
+    ap.add_argument("--format", choices=("mlx", "pytorch"), default="mlx",
+                    help="source layout: Kyutai MLX bf16 names, or their PyTorch release names")
     ap.add_argument("--workdir", default=str(ROOT.parent / "bench_quantize_tmp"))
     ap.add_argument("--kyutai-check", action="store_true", help="load q4/q8 outputs in kyenv")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint and outputs")
@@ -137,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rows, results = [], {}
     try:
-        src, src_bytes, gen_s = make_checkpoint(work / "src", args.layers)
+        src, src_bytes, gen_s = make_checkpoint(work / "src", args.layers, args.format)
         print(f"random checkpoint: {src_bytes / 1e9:.2f} GB in {gen_s:.0f} s ({args.layers} layers)")
         base = idle_rss()
         for recipe in args.recipes.split(","):
@@ -157,13 +192,14 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row))
             if not args.keep:
                 shutil.rmtree(out, ignore_errors=True)
-        results = {"layers": args.layers, "source_gb": src_bytes / 1e9, "generate_s": gen_s,
+        results = {"layers": args.layers, "format": args.format, "source_gb": src_bytes / 1e9, "generate_s": gen_s,
                    "idle_rss_gb": base / 1e9, "rows": rows, "mlx": mx.__version__,
                    "machine": f"{platform.machine()} {os.cpu_count()} cores"}
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\nsource {results.get('source_gb', 0):.2f} GB bf16, {args.layers} temporal layers; "
+    print(f"\nsource {results.get('source_gb', 0):.2f} GB bf16 ({args.format} names), "
+          f"{args.layers} temporal layers; "
           f"idle RSS (imports only) {results.get('idle_rss_gb', 0):.2f} GB; mlx {mx.__version__}")
     print("| recipe | output files | largest file | peak RSS | peak / largest | time |")
     print("|---|---|---:|---:|---:|---:|")
