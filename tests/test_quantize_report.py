@@ -57,6 +57,11 @@ def test_report_compare_numbers_are_computed(tiny_repo, tmp_path, capsys):  # no
     # q8/g64: 8 + 2*16/64 = 8.5 bits, q4/g32: 4 + 2*16/32 = 5 bits (norms stay 16)
     assert 8.5 < q8["bits_per_weight"] < 8.6 and 5.0 < q4["bits_per_weight"] < 5.1
     assert q4["bits_per_weight"] < mixed["bits_per_weight"] < q8["bits_per_weight"]
+    from mlx_lm.utils import compute_bits_per_weight  # same definition, counted on the model
+
+    for r in ("q4", "mixed-q4q8"):
+        want = compute_bits_per_weight(load_lm(outs[r]))
+        assert rows[r]["bits_per_weight"] == pytest.approx(want, rel=1e-9)
     assert bf16["size_bytes"] > q8["size_bytes"] > mixed["size_bytes"] > q4["size_bytes"]
     out = capsys.readouterr().out
     assert "Quantization quality" in out and "| q4 | q4 |" in out
