@@ -63,6 +63,7 @@ class LmGen:
         batch_size: int = 1,
         seed: int | None = None,
         keep_logits: bool = False,
+        compile: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -74,6 +75,7 @@ class LmGen:
         self.batch_size = batch_size
         self.seed = secrets.randbits(32) if seed is None else int(seed)
         self.keep_logits = keep_logits
+        self.compile = compile
         self.dep_q = cfg.dep_q
         self.num_user = cfg.n_q - cfg.dep_q
         d = list(cfg.delays)
@@ -84,6 +86,7 @@ class LmGen:
         self._text_init = mx.full((B,), cfg.text_initial_token, dtype=mx.int32)
         self._audio_init_moshi = mx.full((B, cfg.dep_q), cfg.card, dtype=mx.int32)
         self._audio_init_user = mx.full((B, self.num_user), cfg.card, dtype=mx.int32)
+        self._depformer = self._make_depformer() if cfg.dep_q else None
         self.reset()
 
     # State ------------------------------------------------------------------------------------
@@ -145,12 +148,33 @@ class LmGen:
         return out
 
     # Step -------------------------------------------------------------------------------------
-    def _keys(self) -> tuple[mx.array | None, list[mx.array | None]]:
+    def _make_depformer(self):
+        """(h [B, D], text [B], keys [dep_q, 2] or None) -> (audio [B, dep_q], logits [B, dep_q, card]).
+
+        The depformer's cache is fresh every frame, so one frame is a pure function of its inputs
+        and `mx.compile` applies; measured here (dim 512 model, 2 cores) it cuts the depformer's
+        time by about 10% in float32 and 25% in bfloat16 (fused casts).
+        """
+        lm, sampler = self.lm, self.audio_sampler
+
+        def frame(h: mx.array, text: mx.array, keys: mx.array | None = None):
+            logits: list[mx.array] = []
+
+            def sample(lg: mx.array, k: int) -> mx.array:
+                logits.append(lg)
+                return sampler(lg, key=None if keys is None else keys[k])
+
+            audio = lm.sample_depformer(h, text, sample)
+            return audio, mx.stack(logits, axis=1)
+
+        return mx.compile(frame, inputs=lm.state) if self.compile else frame
+
+    def _keys(self) -> tuple[mx.array | None, mx.array | None]:
         if self.text_sampler.greedy and self.audio_sampler.greedy:
-            return None, [None] * self.dep_q
+            return None, None
         self._key, sub = mx.random.split(self._key)
         keys = mx.random.split(sub, 1 + self.dep_q)
-        return keys[0], [keys[1 + k] for k in range(self.dep_q)]
+        return keys[0], (None if self.audio_sampler.greedy else keys[1:])
 
     def step(self, user_codes) -> StepOutput:
         """One 80 ms frame: user codes [B, n_q - dep_q] (or [B, ., 1]), mx or numpy ints."""
@@ -160,26 +184,23 @@ class LmGen:
         h = lm.temporal(lm.embed(self._inputs()), self.cache)[:, -1]  # [B, D]
         text_logits = lm.text_logits(h)
         text = self.text_sampler(text_logits, key=text_key)
-        dep_logits: list[mx.array] = []
-
-        def sample(logits: mx.array, k: int) -> mx.array:
-            if self.keep_logits:
-                dep_logits.append(logits)
-            return self.audio_sampler(logits, key=audio_keys[k])
-
         if self.dep_q:
-            audio = lm.sample_depformer(h, text, sample)
+            args = (h, text) if audio_keys is None else (h, text, audio_keys)
+            audio, audio_logits = self._depformer(*args)
             self._prev_audio = audio
             self._dep_hist.append(audio)
+            if self.keep_logits:
+                self.last_audio_logits = audio_logits
         self._prev_text = text
         self._user_hist.append(u)
         if self.keep_logits:
             self.last_text_logits = text_logits
-            self.last_audio_logits = mx.stack(dep_logits, axis=1) if dep_logits else None
         out = StepOutput(text=text, audio=self._aligned_audio())
         self.step_count += 1
         # Start computing now; the caller's np.asarray/.item() waits for it. Evaluating the outputs
         # also materializes the KV cache updates, so the lazy graph never grows across steps.
+        # (On MLX's CPU backend async_eval of a large graph blocks while it schedules; on Metal
+        # it returns at once.)
         mx.async_eval(text, self._prev_audio)
         return out
 

@@ -138,3 +138,12 @@ def test_input_forms_and_errors(lm):
             gen.step(bad)
     with pytest.raises(ValueError):
         LmGen(lm, batch_size=0)
+
+
+def test_compiled_depformer_equals_plain(lm):
+    user = user_codes()
+    a = run(LmGen(lm, seed=4, compile=True, keep_logits=True), user)
+    b = run(LmGen(lm, seed=4, compile=False, keep_logits=True), user)
+    np.testing.assert_array_equal(a["text"], b["text"])
+    np.testing.assert_array_equal(np.stack(a["audio"][1:]), np.stack(b["audio"][1:]))
+    np.testing.assert_allclose(np.stack(a["al"]), np.stack(b["al"]), atol=1e-5, rtol=0)
