@@ -8,8 +8,8 @@
 a json file, an `LmConfig`, or None: then `config.json` of the directory (or next to the file) is
 read, else the Moshiko/Moshika v0.1 preset is used.
 
-Quantization is read from the tensors (see `moshi_mlx.quant`); a config block that disagrees with
-them is an error. Loading is strict: one `ValueError` lists every missing, unexpected and
+Quantization is read from the tensors (see `moshi_mlx.quant`); an explicit per-module entry of a
+config's "quantization" block that disagrees with them is an error (mlx-lm semantics otherwise). Loading is strict: one `ValueError` lists every missing, unexpected and
 mis-shaped key with shapes. `dtype`: None computes in the stored dtype; "float32", "bfloat16",
 "float16" cast unquantized parameters and set the activation dtype (`lm.act_dtype`); quantized
 weights stay packed and their scales/biases stay as stored (float32 activations with quantized

@@ -143,12 +143,19 @@ def quantize_lm(model: nn.Module, spec: Spec) -> nn.Module:
 
 
 def check_spec_matches(spec: Spec, detected: Spec | None, model: nn.Module) -> None:
-    """Raise if a config's block disagrees with what the tensors show, module by module."""
-    paths = list(quantizable_modules(model))
+    """Raise if a config's block disagrees with what the tensors show, module by module.
+
+    mlx-lm semantics: an explicit per-module entry (params or false) must match the tensors;
+    modules the block does not name follow their tensors (mlx-lm infers their params from the
+    stored shapes), so the global params are only the default for writers.
+    """
+    validate_spec(spec)
     bad = []
-    for p in paths:
-        want = module_params(spec, p)
+    for p in quantizable_modules(model):
+        if p not in spec:
+            continue
         have = module_params(detected, p) if detected else None
+        want = module_params(spec, p)
         if want != have:
             bad.append(f"{p}: config says {want or 'unquantized'}, tensors say {have or 'unquantized'}")
     if bad:

@@ -160,8 +160,16 @@ def test_mixed_quantization_round_trips_through_config(tmp_path):
     assert detect_quantization(w, Lm(cfg)) == saved
 
     # A config block that contradicts the tensors is refused, naming the module.
-    bad = dict(kwargs, quantization={"group_size": 64, "bits": 8})
+    bad = dict(kwargs, quantization={"group_size": 64, "bits": 8, "text_emb": {}})
     with pytest.raises(ValueError, match=r"text_emb: config says \{'group_size': 64, 'bits': 8\}"):
         load_lm(tmp_path / "out" / "model.q4.safetensors", config=bad)
+    # mlx-lm semantics: modules the block does not name follow their tensors; an explicit entry
+    # that contradicts the tensors is refused.
+    plain = dict(kwargs, quantization={"group_size": 32, "bits": 4})
+    assert quantized_modules(load_lm(tmp_path / "out" / "model.q4.safetensors", config=plain)) == \
+        quantized_modules(lm)
+    with pytest.raises(ValueError, match=r"text_linear: config says \{'group_size': 32, 'bits': 4\}"):
+        load_lm(tmp_path / "out" / "model.q4.safetensors", config=dict(
+            kwargs, quantization={"group_size": 32, "bits": 4, "text_linear": {"bits": 4}}))
     with pytest.raises(ValueError, match="group_size"):
         quantize_lm(Lm(LmConfig.from_dict(tiny_lm_kwargs(dim=48, num_heads=4))), {"group_size": 32, "bits": 4})
