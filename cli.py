@@ -22,6 +22,7 @@ from pathlib import Path
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
+MAX_ERROR_LINES = 8
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -106,6 +107,13 @@ def _settings(a: argparse.Namespace):
                     a.mimi_backend)
 
 
+def _check_writable(**paths: Path | None) -> None:
+    """Fail before a long session, not after it, when an output cannot be written."""
+    for flag, p in paths.items():
+        if p is not None and not p.resolve().parent.is_dir():
+            raise FileNotFoundError(f"--{flag} {p}: directory {p.parent} does not exist")
+
+
 def cmd_chat(a: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -118,6 +126,7 @@ def cmd_chat(a: argparse.Namespace) -> int:
         return 0
     if a.duration is not None and a.duration <= 0:
         raise ValueError("--duration must be > 0")
+    _check_writable(transcript=a.transcript, record=a.record)
     files = _files(a)
     opts = ChatOptions(a.input_device, a.output_device, a.duration, a.transcript, a.record,
                        jitter_frames=a.jitter_frames)
@@ -130,6 +139,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     if not a.input.is_file():
         raise FileNotFoundError(f"--input {a.input}: no such file")
+    _check_writable(output=a.output, transcript=a.transcript)
     data = run_file(_files(a), _settings(a), a.input, a.output, a.transcript, a.pad_seconds)
     st = data["stats"]
     print(f"wrote {a.output}: {st['frames']} frames ({st['duration_s']:.1f} s) in "
@@ -187,8 +197,11 @@ def _guarded(fn, debug: bool) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except _user_errors() as e:
-        msg = str(e).strip() or e.__class__.__name__
-        print(f"error: {msg}", file=sys.stderr)
+        lines = (str(e).strip() or e.__class__.__name__).splitlines()
+        if len(lines) > MAX_ERROR_LINES:  # e.g. a strict-load listing: the head is enough
+            lines = lines[:MAX_ERROR_LINES] + [f"  ... ({len(lines) - MAX_ERROR_LINES} more lines; "
+                                               "--debug shows everything)"]
+        print("error: " + "\n".join(lines), file=sys.stderr)
         return EXIT_USER_ERROR
 
 

@@ -180,3 +180,25 @@ def test_missing_sound_device(capsys, tiny_repo):  # noqa: F811
                          "--duration", 1)
     line = one_line_error(rc, err)
     assert "no-such-mic" in line or "no sound devices" in line
+
+
+def test_bad_tokenizer_and_unwritable_output(capsys, tmp_path, tiny_repo, user_wav):  # noqa: F811
+    junk = tmp_path / "junk.model"
+    junk.write_bytes(b"junk")
+    rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "--tokenizer", junk, "-i",
+                         user_wav, "-o", tmp_path / "o.wav")
+    assert "junk.model" in one_line_error(rc, err)
+    rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", user_wav, "-o",
+                         tmp_path / "missing" / "o.wav")
+    assert "does not exist" in one_line_error(rc, err)
+
+
+def test_explicit_lm_weight_overrides_the_dir(capsys, tmp_path, tiny_repos, user_wav):  # noqa: F811
+    """A q8 LM file with the q4 repo's Mimi/tokenizer/config: quantization comes from the tensors."""
+    out, tr = tmp_path / "o.wav", tmp_path / "t.json"
+    rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repos("q4"), "--lm-weight",
+                         tiny_repos("q8") / "model.q8.safetensors", "-i", user_wav, "-o", out,
+                         "--transcript", tr, "--pad-seconds", 0.2)
+    assert rc == 0, err
+    model = json.loads(tr.read_text())["model"]
+    assert model["precision"] == "q8" and model["lm_weight"].endswith("model.q8.safetensors")

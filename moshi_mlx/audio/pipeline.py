@@ -68,6 +68,18 @@ class Model:
         return Conversation(gen, self.mimi, self.tokenizer)
 
 
+def _lm_config(files: ModelFiles) -> dict[str, Any] | None:
+    """The source's config for the LM; its "quantization" block describes the source's own LM file,
+    so it is dropped when `--lm-weight` points elsewhere (quantization is read from the tensors)."""
+    if files.config is None:
+        return None
+    cfg = files.config_dict()
+    own = files.config.parent / cfg.get("moshi_name", files.lm_weight.name)
+    if files.lm_weight.resolve() != own.resolve():
+        cfg.pop("quantization", None)
+    return cfg
+
+
 def load_model(files: ModelFiles, settings: Settings) -> Model:
     """Load LM, Mimi and tokenizer; raises ValueError/FileNotFoundError with clear messages."""
     import mlx.core as mx
@@ -79,11 +91,14 @@ def load_model(files: ModelFiles, settings: Settings) -> Model:
     if settings.seed is not None:
         mx.random.seed(settings.seed)
     log.info("loading LM from %s", files.lm_weight)
-    lm = load_lm(files.lm_weight, config=files.config, dtype=settings.compute_dtype())
+    lm = load_lm(files.lm_weight, config=_lm_config(files), dtype=settings.compute_dtype())
     log.info("loading Mimi from %s (%s)", files.mimi_weight, settings.mimi_backend)
     mimi = load_mimi(files.mimi_weight, num_codebooks=lm.cfg.n_q - lm.cfg.dep_q,
                      backend=settings.mimi_backend, config=files.config_dict().get("mimi"))
-    tokenizer = TextTokenizer(files.tokenizer)
+    try:
+        tokenizer = TextTokenizer(files.tokenizer)
+    except (RuntimeError, OSError) as e:
+        raise ValueError(f"cannot read the text tokenizer {files.tokenizer}: {e}") from None
     if tokenizer.vocab_size > lm.cfg.text_card:
         raise ValueError(f"tokenizer {files.tokenizer} has {tokenizer.vocab_size} pieces but the LM "
                          f"only {lm.cfg.text_card} text ids: mismatched files")
