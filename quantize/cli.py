@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -69,6 +70,13 @@ def report_parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", default=None, help=f"report JSON (default OUT_DIR/{REPORT_NAME})")
     ap.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     return ap
+
+
+def _physical_memory() -> float:
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return float("inf")
 
 
 def _console():
@@ -140,6 +148,13 @@ def main_quantize(argv: list[str]) -> int:
         f"quantized; Kyutai moshi_mlx compatible: {'yes' if result.kyutai_compatible else 'no'}",
         markup=False, highlight=False)
     if args.no_report:
+        return 0
+    src_bytes = sum(f.stat().st_size for f in source.weight_files)
+    if src_bytes > 0.7 * _physical_memory():
+        console.print(f"quality report skipped: the reference ({src_bytes / 1e9:.1f} GB) does not "
+                      "fit comfortably in this machine's memory; run `cli.py quantize-report "
+                      f"{args.out_dir} --reference {args.src}` on a larger one", markup=False,
+                      highlight=False)
         return 0
     json_path = Path(args.json) if args.json else Path(args.out_dir) / REPORT_NAME
     try:
