@@ -202,3 +202,17 @@ def test_explicit_lm_weight_overrides_the_dir(capsys, tmp_path, tiny_repos, user
     assert rc == 0, err
     model = json.loads(tr.read_text())["model"]
     assert model["precision"] == "q8" and model["lm_weight"].endswith("model.q8.safetensors")
+
+
+def test_offline_cached_repo_runs(capsys, tmp_path, monkeypatch, tiny_repo, user_wav):  # noqa: F811
+    from tests.test_hub import make_cached_repo
+
+    files = {p.name: p.read_bytes() for p in tiny_repo.iterdir()}
+    make_cached_repo(tmp_path / "hf" / "hub", "me/tiny-moshi", files)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out, tr = tmp_path / "o.wav", tmp_path / "t.json"
+    rc, _, err = run_cli(capsys, "run", "--hf-repo", "me/tiny-moshi", "-i", user_wav, "-o", out,
+                         "--transcript", tr, "--pad-seconds", 0.2)
+    assert rc == 0, err
+    assert json.loads(tr.read_text())["model"]["source"] == "me/tiny-moshi"
