@@ -10,9 +10,10 @@ acoustic codes of frame t are predicted after the semantic code of frame t is kn
     aligned[:, k, t] = delayed[:, k, t + delays[k]]   if t + delays[k] < T else fill
 
 This reproduces torch `moshi.models.lm_utils._delay_sequence` / `_undelay_sequence` (PT pads the
-delayed layout with the per-stream initial tokens: text_card for text, card for audio). The
-streaming engine stores its sequence aligned and reads through `delayed_index`; `Lm.forward` uses
-`delay_codes` / `undelay` on whole sequences. Keeping both here means delays are defined once.
+delayed layout with the per-stream initial tokens: text_card for text, card for audio).
+`Lm.forward` and `engine.teacher_forced_logits` use `delay_codes` / `undelay` on whole sequences;
+the streaming engine applies the same rule one column at a time (stream k at step s reads aligned
+frame `delayed_index(s, d_k) - 1`, see moshi_mlx/engine.py), and its tests check both agree.
 
 Special token ids (reference.md section 2) live here too because every user of delays needs them.
 """
