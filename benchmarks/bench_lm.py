@@ -28,8 +28,10 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -167,7 +169,7 @@ def user_codes(n: int, n_user: int, card: int, seed: int) -> np.ndarray:
 
 
 def worker(args: argparse.Namespace) -> int:
-    """Time our LmGen.step; print one JSON line like kyutai_lm.py."""
+    """Time our LmGen.step; print one JSON line like kyutai_lm.py (same --lockstep protocol)."""
     import mlx.core as mx
 
     from moshi_mlx import load_lm
@@ -180,7 +182,13 @@ def worker(args: argparse.Namespace) -> int:
         cfg["quantization"] = {"group_size": group, "bits": bits}
     mx.random.seed(args.seed)
     t_load = time.perf_counter()
-    lm = load_lm(args.weights, config=cfg, dtype="float32" if args.act == "float32" else "bfloat16")
+    dtype = "bfloat16" if args.act == "bf16" else "float32"
+    lm = load_lm(args.weights, config=cfg, dtype=dtype)
+    swapped = 0
+    if args.act == "float32T":  # float32 dense Linears stored [in, out] (moshi_mlx.nn.cpu_linear)
+        from moshi_mlx.nn.cpu_linear import pretranspose_linears
+
+        swapped = pretranspose_linears(lm)
     mx.eval(lm.parameters())
     load_s = time.perf_counter() - t_load
     if args.greedy:
@@ -192,7 +200,12 @@ def worker(args: argparse.Namespace) -> int:
     codes = user_codes(n_total, cfg["n_q"] - cfg["dep_q"], cfg["card"], args.seed)
     times, texts, audio_frames = [], [], 0
     mx.reset_peak_memory()
+    if args.lockstep:
+        sys.stdout.write("READY\n")
+        sys.stdout.flush()
     for i in range(n_total):
+        if args.lockstep:
+            sys.stdin.readline()
         user = mx.array(codes[i][None, :], dtype=mx.int32)
         t0 = time.perf_counter()
         out = gen.step(user)
@@ -206,11 +219,15 @@ def worker(args: argparse.Namespace) -> int:
         texts.append(tok)
         if i >= args.warmup:
             times.append(dt * 1000.0)
+        if args.lockstep:
+            sys.stdout.write(f"FRAME {dt * 1000.0:.3f}\n")
+            sys.stdout.flush()
     ms = np.asarray(times)
     res = {
         "impl": "ours",
         "quant": args.quant,
         "act": args.act,
+        "pretransposed_linears": swapped,
         "frames": args.frames,
         "p50_ms": float(np.percentile(ms, 50)),
         "p95_ms": float(np.percentile(ms, 95)),
@@ -228,25 +245,79 @@ def worker(args: argparse.Namespace) -> int:
 
 
 # Driver ------------------------------------------------------------------------------------------
-def run_one(impl: str, d: Path, quant: str, act: str, frames: int,
-            args: argparse.Namespace) -> dict:
+def _cmd(impl: str, d: Path, quant: str, act: str, frames: int, args: argparse.Namespace) -> list:
     common = [
         str(d / "config.json"),
         str(d / FILES[quant]),
-        "--quant", quant, "--act", act,
+        "--quant", quant,
         "--frames", str(frames), "--warmup", str(args.warmup), "--seed", str(args.seed),
     ] + (["--greedy"] if args.greedy else [])
     if impl == "ours":
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", *common]
-    else:
-        cmd = [KYUTAI_PY, str(HERE / "kyutai_lm.py"), *common]
+        return [sys.executable, str(Path(__file__).resolve()), "--worker", "--act", act, *common]
+    kact = "float32" if act.startswith("float32") else act
+    return [KYUTAI_PY, str(HERE / "kyutai_lm.py"), "--act", kact, *common]
+
+
+def _failed(impl: str, text: str, rc: int | None) -> dict:
+    tail = text.strip().splitlines()[-6:]
+    log.warning("%s failed (rc %s): %s", impl, rc, " | ".join(tail))
+    return {"impl": impl, "error": tail[-1] if tail else f"rc {rc}"}
+
+
+def run_one(impl: str, d: Path, quant: str, act: str, frames: int,
+            args: argparse.Namespace) -> dict:
+    """Sequential mode: one fresh subprocess, alone on the machine."""
+    cmd = _cmd(impl, d, quant, act, frames, args)
     # Run from /tmp so neither interpreter picks up a package from the current directory.
     p = subprocess.run(cmd, capture_output=True, text=True, cwd="/tmp", timeout=args.timeout)
     if p.returncode != 0:
-        tail = (p.stderr or p.stdout).strip().splitlines()[-6:]
-        log.warning("%s %s %s %s failed: %s", impl, d.name, quant, act, " | ".join(tail))
-        return {"impl": impl, "error": tail[-1] if tail else f"rc {p.returncode}"}
+        return _failed(impl, p.stderr or p.stdout, p.returncode)
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def run_lockstep(impls: list[str], d: Path, quant: str, act: str, frames: int,
+                 args: argparse.Namespace) -> dict[str, dict]:
+    """Both implementations loaded side by side in two processes that take turns frame by frame
+    (who goes first alternates), so background load on a shared machine hits both alike."""
+    procs: dict[str, subprocess.Popen] = {}
+    errs: dict[str, Any] = {}
+    for impl in impls:
+        errs[impl] = tempfile.TemporaryFile("w+")
+        procs[impl] = subprocess.Popen(
+            [*_cmd(impl, d, quant, act, frames, args), "--lockstep"], cwd="/tmp", text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs[impl])
+    out: dict[str, dict] = {}
+
+    def expect(impl: str, prefix: str) -> str | None:
+        p = procs[impl]
+        while True:
+            line = p.stdout.readline()
+            if not line:
+                p.wait()
+                errs[impl].seek(0)
+                out[impl] = _failed(impl, errs[impl].read(), p.returncode)
+                return None
+            if line.startswith(prefix):
+                return line
+
+    for impl in impls:
+        expect(impl, "READY")
+    order = list(impls)
+    for i in range(args.warmup + frames):
+        for impl in order if i % 2 == 0 else order[::-1]:
+            if impl in out:
+                continue
+            procs[impl].stdin.write("go\n")
+            procs[impl].stdin.flush()
+            expect(impl, "FRAME")
+    for impl in impls:
+        if impl not in out:
+            line = expect(impl, "{")
+            if line is not None:
+                out[impl] = json.loads(line)
+                procs[impl].wait()
+        errs[impl].close()
+    return out
 
 
 def fmt_row(name: str, quant: str, act: str, ours: dict, theirs: dict) -> str:
@@ -276,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--act", default="bf16")
     ap.add_argument("--configs", default="small,7b-l1")
     ap.add_argument("--quants", default="bf16,q8,q4")
-    ap.add_argument("--acts", default="bf16,float32")
+    ap.add_argument("--acts", default="bf16,float32,float32T",
+                    help="bf16, float32, float32T (= float32 + pretransposed dense Linears, ours)")
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--frames-7b", type=int, default=6, help="timed frames for the 7b-* configs")
     ap.add_argument("--warmup", type=int, default=3)
@@ -284,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--greedy", action="store_true")
     ap.add_argument("--impls", default="ours,kyutai")
+    ap.add_argument("--mode", choices=("lockstep", "sequential"), default="lockstep")
+    ap.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--work", default="/tmp/moshi_bench_lm")
     ap.add_argument("--out", default=None, help="markdown file for the table (also writes .json)")
@@ -301,10 +375,15 @@ def main(argv: list[str] | None = None) -> int:
         frames = args.frames_7b if name.startswith("7b") else args.frames
         for quant in quants:
             for act in args.acts.split(","):
+                if quant != "bf16" and act == "float32T":
+                    continue  # quantized layers are not touched by pretranspose_linears
                 best: dict[str, dict] = {}
                 for _ in range(args.repeats):
-                    for impl in impls:  # alternate so drifts in machine load hit both
-                        r = run_one(impl, d, quant, act, frames, args)
+                    if args.mode == "lockstep":
+                        got = run_lockstep(impls, d, quant, act, frames, args)
+                    else:
+                        got = {i: run_one(i, d, quant, act, frames, args) for i in impls}
+                    for impl, r in got.items():
                         if impl not in best or ("error" not in r and (
                                 "error" in best[impl] or r["p50_ms"] < best[impl]["p50_ms"])):
                             best[impl] = r

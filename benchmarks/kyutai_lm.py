@@ -5,6 +5,11 @@ mlx); `benchmarks/bench_lm.py` calls it as a subprocess so both implementations 
 run on the same weights. It is a benchmark helper, not a test, and imports nothing from our package.
 
     kyutai_lm.py CONFIG_JSON WEIGHTS --quant {bf16,q8,q4} --act {bf16,float32} [--frames N]
+        [--lockstep]
+
+With --lockstep it prints READY once loaded, then waits for one stdin line before each frame and
+prints `FRAME ms` after it, so the driver can alternate frames with our implementation and both see
+the same background load (the benchmark machine is shared).
 
 CONFIG_JSON is Kyutai's `lm_kwargs` form (the `config.json` of their repos). WEIGHTS is a
 safetensors file in Kyutai's MLX key layout (bf16, or quantized with q8 = 8 bits / group 64,
@@ -66,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--greedy", action="store_true", help="temperature 0 for text and audio")
+    ap.add_argument("--lockstep", action="store_true",
+                    help="print READY after loading, then wait for one stdin line before each frame")
     args = ap.parse_args(argv)
 
     with open(args.config) as f:
@@ -95,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     texts: list[int] = []
     audio_frames = 0
     mx.reset_peak_memory()
+    if args.lockstep:
+        sys.stdout.write("READY\n")
+        sys.stdout.flush()
     for i in range(n_total):
+        if args.lockstep:
+            sys.stdin.readline()
         user = mx.array(codes[i][None, :], dtype=mx.int32)
         t0 = time.perf_counter()
         text, _ = gen.step(user)  # 0.3.0 returns (text tokens, transformer output)
@@ -110,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         texts.append(tok)
         if i >= args.warmup:
             times.append(dt * 1000.0)
+        if args.lockstep:
+            sys.stdout.write(f"FRAME {dt * 1000.0:.3f}\n")
+            sys.stdout.flush()
 
     ms = np.asarray(times)
     result = {
