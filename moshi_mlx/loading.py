@@ -148,6 +148,7 @@ def build_lm(weights: dict[str, Any], cfg: LmConfig, dtype: str | None = None,
     if detect_format(weights) == "torch":
         log.info("mapping PyTorch key names")
         weights = map_lm_torch(weights, cfg)
+        source += " (PyTorch names, listed below as mapped by moshi_mlx.weights.lm.map_lm_torch)"
     model = Lm(cfg)
     detected = detect_quantization(weights, model)
     if cfg.quantization is not None:
