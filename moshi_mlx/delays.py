@@ -12,8 +12,8 @@ acoustic codes of frame t are predicted after the semantic code of frame t is kn
 This reproduces torch `moshi.models.lm_utils._delay_sequence` / `_undelay_sequence` (PT pads the
 delayed layout with the per-stream initial tokens: text_card for text, card for audio).
 `Lm.forward` and `engine.teacher_forced_logits` use `delay_codes` / `undelay` on whole sequences;
-the streaming engine applies the same rule one column at a time (stream k at step s reads aligned
-frame `delayed_index(s, d_k) - 1`, see moshi_mlx/engine.py), and its tests check both agree.
+the streaming engine applies the same rule one column at a time through `input_frame` and
+`sampled_frame` (see moshi_mlx/engine.py); its tests check that both paths give the same logits.
 
 Special token ids (reference.md section 2) live here too because every user of delays needs them.
 """
@@ -101,6 +101,15 @@ def undelay_mask(delays: Sequence[int], T: int) -> np.ndarray:
     return mask
 
 
-def delayed_index(step: int, delay: int) -> int:
-    """Aligned frame that stream `k` (with `delay`) shows in delayed column `step` (< 0: initial token)."""
+def input_frame(step: int, delay: int) -> int:
+    """Streaming: aligned frame that a stream with `delay` feeds the model at `step` (< 0: initial token).
+
+    Column `step` of the model input is the delayed layout's column `step - 1` (column 0 holds the
+    initial tokens, as in `Lm.delayed_inputs`), i.e. aligned frame `step - 1 - delay`.
+    """
+    return step - 1 - delay
+
+
+def sampled_frame(step: int, delay: int) -> int:
+    """Streaming: aligned frame of the token a generated stream with `delay` samples at `step`."""
     return step - delay

@@ -18,7 +18,10 @@ At step s (0-based, `step_count` before the call):
   i.e. codebook k taken from the depformer output of step s-D+d_k; None while s < D. Text thus
   leads audio by D frames, as in Kyutai's MLX `last_audio_tokens()`.
 This is exactly `Lm.forward`'s teacher-forced alignment (PT `LMModel.forward`), which
-`tests/test_engine_golden.py` checks logit by logit.
+`tests/test_engine_golden.py` checks logit by logit. (One caveat, shared with PT `LMGen`: within a
+frame the depformer feeds codebook k-1 as sampled at this step; if delays were not non-decreasing
+over Moshi's codebooks, that token could belong to a frame < 0, where the forward feeds the initial
+token instead. Moshi's delays [0, 1, ..., 1] never hit this.)
 
 Relation to PT `LMGen` (moshi/models/lm.py): PT reads the user codes passed at step t already at
 step t+d_k (not t+1+d_k), and replaces step 0's user frame by initial tokens. Feeding our step s
@@ -39,7 +42,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
-from .delays import undelay
+from .delays import input_frame, sampled_frame, undelay
 from .models.lm import Lm
 from .sampling import DEFAULT_AUDIO, DEFAULT_TEXT, Sampler
 
@@ -68,6 +71,8 @@ class LmGen:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         cfg = lm.cfg
+        if cfg.delays[0] != 0:
+            raise ValueError(f"streaming generation needs a text delay of 0, got delays {cfg.delays}")
         self.lm = lm
         self.cfg = cfg
         self.text_sampler = DEFAULT_TEXT if text_sampler is None else text_sampler
@@ -116,33 +121,38 @@ class LmGen:
         return u[:, : self.num_user].astype(mx.int32)
 
     def _user_input(self, s: int) -> mx.array:
-        """[B, n_user]: column j holds user frame s-1-d_j, or the initial token."""
+        """[B, n_user]: column j holds user frame input_frame(s, d_j), or the initial token."""
         out = self._audio_init_user
         for d in np.unique(self._user_delays):
-            age = int(d)  # frame s-1-d is the (d)-th newest stored frame (0 = newest)
-            if s - 1 - d < 0 or age >= len(self._user_hist):
+            f = input_frame(s, int(d))
+            if f < 0:
                 continue
-            frame = self._user_hist[-1 - age]
+            frame = self._user_hist[-1 - (s - 1 - f)]  # the newest stored frame is s-1
             cols = self._user_delays == d
             out = frame if cols.all() else mx.where(mx.array(cols), frame, out)
         return out
 
     def _inputs(self) -> mx.array:
+        """Temporal input [B, K, 1] of step s (module docstring)."""
         s = self.step_count
+        # Moshi's stream k feeds frame input_frame(s, d_k), sampled at step input_frame + d_k = s-1:
+        # whatever the delays, that is the previous step's depformer output.
         moshi = self._prev_audio
-        if s <= self.audio_delay and self.dep_q:
-            ready = mx.array(s - 1 - self._moshi_delays >= 0)
-            moshi = mx.where(ready, moshi, self._audio_init_moshi)
+        if self.dep_q and s <= self.audio_delay:
+            ready = np.array([input_frame(s, int(d)) >= 0 for d in self._moshi_delays])
+            moshi = mx.where(mx.array(ready), moshi, self._audio_init_moshi)
         rows = [self._prev_text[:, None], moshi, self._user_input(s)]
-        return mx.concatenate(rows, axis=1)[:, :, None]  # [B, K, 1]
+        return mx.concatenate(rows, axis=1)[:, :, None]
 
     def _aligned_audio(self) -> mx.array | None:
-        """Moshi's frame s-D (s = this step): codebook k from the depformer output of step s-D+d_k."""
-        if self.step_count < self.audio_delay or not self.dep_q:
+        """Moshi's frame f = sampled_frame(s, D), complete at step s: codebook k sampled at f + d_k."""
+        s = self.step_count
+        f = sampled_frame(s, self.audio_delay)
+        if f < 0 or not self.dep_q:
             return None
         out = None
         for d in np.unique(self._moshi_delays):
-            block = self._dep_hist[-1 - (self.audio_delay - int(d))]
+            block = self._dep_hist[-1 - (s - (f + int(d)))]  # the newest stored output is step s
             cols = mx.array(self._moshi_delays == d)
             out = block if out is None else mx.where(cols, block, out)
         return out

@@ -7,8 +7,9 @@ import pytest
 from moshi_mlx.delays import (
     UNGENERATED,
     delay_codes,
-    delayed_index,
     initial_tokens,
+    input_frame,
+    sampled_frame,
     undelay,
     undelay_mask,
 )
@@ -61,4 +62,19 @@ def test_delay_longer_than_sequence_and_bad_input():
         delay_codes(np.ones((1, 2, 2), np.int32), [0])
     with pytest.raises(ValueError):
         delay_codes(np.ones((1, 2, 2), np.int32), [0, -1])
-    assert delayed_index(5, 1) == 4 and delayed_index(0, 1) == -1
+
+
+def test_streaming_rules_match_whole_sequence_layout():
+    """Column s of the model input (initial column + delayed codes) holds input_frame(s, d)."""
+    T, delays = 6, [0, 1, 2]
+    frames = np.arange(T)[None, None].repeat(3, 1)  # codes = their own frame index
+    delayed = np.array(delay_codes(frames, delays, pad=-1))
+    inputs = np.concatenate([np.full((1, 3, 1), -1), delayed], axis=2)
+    for s in range(T + 1):
+        for k, d in enumerate(delays):
+            f = input_frame(s, d)
+            assert inputs[0, k, s] == (f if f >= 0 else -1)
+    # A token sampled at step s is the target of input column s + 1 of its delayed row.
+    for s in range(T):
+        for d in delays:
+            assert input_frame(s + 1, d) == sampled_frame(s, d)

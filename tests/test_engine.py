@@ -38,14 +38,24 @@ def run(gen: LmGen, user: np.ndarray) -> dict:
     return dict(text=np.stack(texts, 1), audio=audios, tl=tl, al=al)
 
 
-def test_sampled_run_equals_teacher_forced_forward_past_context(lm):
+# Moshi's delays rise with the codebook index (else the depformer's input at frame 0 is a token
+# sampled for frame -1, in PT LMGen as here, while the forward uses the initial token).
+ODD_DELAYS = [0, 0, 1, 1, 2, 2, 2, 2, 2, 0, 2, 1, 1, 0, 2, 2, 1]
+
+
+@pytest.mark.parametrize("delays", [None, ODD_DELAYS])
+def test_sampled_run_equals_teacher_forced_forward_past_context(lm, delays):
     """Step-by-step logits == lm.forward on the (sampled) sequence, beyond the context."""
+    if delays is not None:  # a delay pattern with 2-step delays on both sides
+        mx.random.seed(1)
+        lm = Lm(LmConfig.from_dict(tiny_lm_kwargs(delays=delays)))
     user = user_codes()
     gen = LmGen(lm, Sampler(1.0), Sampler(1.0), seed=3, keep_logits=True)
     r = run(gen, user)
-    assert r["audio"][0] is None and all(a is not None for a in r["audio"][1:])
-    n = STEPS - 1  # complete aligned frames
-    codes = aligned_codes(mx.array(r["text"][:, :n]), mx.array(np.stack(r["audio"][1:], 1)),
+    D = gen.audio_delay
+    assert all(a is None for a in r["audio"][:D]) and all(a is not None for a in r["audio"][D:])
+    n = STEPS - D  # complete aligned frames
+    codes = aligned_codes(mx.array(r["text"][:, :n]), mx.array(np.stack(r["audio"][D:], 1)),
                           mx.array(user[:, :n]))
     text_l, audio_l = (np.array(x) for x in teacher_forced_logits(lm, codes))
     tl, al = np.stack(r["tl"], 1), np.stack(r["al"], 1)
