@@ -98,9 +98,10 @@ def _randomize(tr: Transformer, seed: int) -> None:
 LM_LIKE = dict(d_model=32, num_heads=4, num_layers=2, dim_feedforward=80, context=5)
 
 
-@pytest.mark.parametrize("context", [None, 5, 64])
-def test_full_forward_matches_reference_lm_style(context):
-    cfg = TransformerConfig(**{**LM_LIKE, "context": context})
+@pytest.mark.parametrize("context,norm", [(None, "rms_norm_f32"), (5, "rms_norm_f32"), (64, "rms_norm"),
+                                          (5, "layer_norm")])
+def test_full_forward_matches_reference_lm_style(context, norm):
+    cfg = TransformerConfig(**{**LM_LIKE, "context": context, "norm": norm})
     tr = Transformer(cfg)
     _randomize(tr, 0)
     x = mx.random.normal((2, 17, 32), key=mx.random.key(1))
