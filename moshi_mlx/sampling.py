@@ -7,7 +7,8 @@ multinomial draw. temp 0 means argmax. Defaults equal PT `LMGen`: text temp 0.7 
 audio temp 0.8 / top-k 250.
 
 One extension: PT ignores top-k when top-p is set; here both apply (top-k first, then top-p on
-what is left), which equals PT whenever only one of them is set.
+what is left), which equals PT whenever only one of them is set. Like PT, top-k draws among the
+k gathered candidates rather than masking the whole vocabulary.
 
 The draw uses `mx.random.categorical(..., key=key)` (Gumbel-max, the same distribution as PT's
 exponential-race multinomial). Callers that want reproducible streams pass explicit keys (the
@@ -19,14 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import mlx.core as mx
-from mlx_lm.sample_utils import apply_top_k
+
+# mlx_lm.sample_utils is not used: its top-k masks the whole vocabulary before a full-size draw
+# (2.7 ms per text token at 32000 entries here, against 0.5 ms for PT's way of drawing among the
+# k gathered candidates), and its top-p computes the nucleus before the temperature and drops a
+# token when the mass before it is >= p, where PT tempers first and drops only when it is > p.
 
 
 def _top_p_mask(scaled: mx.array, top_p: float) -> mx.array:
     """Bool mask (True = keep) of PT's nucleus on `softmax(scaled)`, last axis."""
-    # mlx_lm's apply_top_p is not used: it computes the nucleus on the untempered distribution
-    # (temperature applied afterwards) and drops a token when the mass before it is >= p,
-    # while PT tempers first and drops only when that mass is > p.
     order = mx.argsort(-scaled, axis=-1)
     sorted_probs = mx.take_along_axis(mx.softmax(scaled, axis=-1), order, axis=-1)
     mass_before = mx.cumsum(sorted_probs, axis=-1) - sorted_probs
@@ -54,30 +56,38 @@ class Sampler:
     def greedy(self) -> bool:
         return self.temp == 0
 
-    def filtered_logits(self, logits: mx.array) -> mx.array:
-        """Float32 logits whose softmax is exactly the sampling distribution (-inf = excluded)."""
+    def candidates(self, logits: mx.array) -> tuple[mx.array | None, mx.array]:
+        """(ids [..., C] or None for the whole vocabulary, tempered logits [..., C] with -inf for
+        candidates the nucleus drops): the sampling distribution is softmax over the candidates."""
         scaled = logits.astype(mx.float32) * (1.0 / self.temp)
-        vocab = scaled.shape[-1]
-        if self.top_k is not None and self.top_k < vocab:
-            # mlx_lm's top-k masks all but the k largest logits: the same support as PT's
-            # torch.topk on the tempered probabilities (softmax and 1/temp keep the order).
-            scaled = apply_top_k(scaled, self.top_k)
+        ids = None
+        if self.top_k is not None and self.top_k < scaled.shape[-1]:
+            # PT: torch.topk on the tempered probabilities (same order as the logits).
+            ids = mx.argpartition(-scaled, kth=self.top_k - 1, axis=-1)[..., : self.top_k]
+            scaled = mx.take_along_axis(scaled, ids, axis=-1)
         if self.top_p is not None and self.top_p < 1:
             scaled = mx.where(_top_p_mask(scaled, self.top_p), scaled, -mx.inf)
-        return scaled
+        return ids, scaled
 
     def probs(self, logits: mx.array) -> mx.array:
         """Exact sampling probabilities `[..., V]` (one-hot argmax when greedy)."""
         if self.greedy:
             top = mx.argmax(logits, axis=-1, keepdims=True)
             return (mx.arange(logits.shape[-1]) == top).astype(mx.float32)
-        return mx.softmax(self.filtered_logits(logits), axis=-1)
+        ids, scaled = self.candidates(logits)
+        p = mx.softmax(scaled, axis=-1)
+        if ids is None:
+            return p
+        return mx.put_along_axis(mx.zeros(logits.shape, dtype=mx.float32), ids, p, axis=-1)
 
     def __call__(self, logits: mx.array, key: mx.array | None = None) -> mx.array:
         if self.greedy:
             return mx.argmax(logits, axis=-1).astype(mx.int32)
-        out = mx.random.categorical(self.filtered_logits(logits), axis=-1, key=key)
-        return out.astype(mx.int32)
+        ids, scaled = self.candidates(logits)
+        pick = mx.random.categorical(scaled, axis=-1, key=key)
+        if ids is not None:
+            pick = mx.take_along_axis(ids, pick[..., None], axis=-1)[..., 0]
+        return pick.astype(mx.int32)
 
 
 GREEDY = Sampler(0.0)

@@ -8,7 +8,8 @@ from moshi_mlx.sampling import DEFAULT_AUDIO, DEFAULT_TEXT, Sampler
 
 
 def pt_probs(logits: np.ndarray, temp: float, top_k: int = 0, top_p: float = 0.0) -> np.ndarray:
-    """NumPy transcription of moshi.utils.sampling (softmax(l/T) -> top-p or top-k)."""
+    """NumPy transcription of moshi.utils.sampling (softmax(l/T) -> top-p or top-k), extended as
+    documented when both are set: top-k, renormalize, then top-p."""
     z = logits / temp
     p = np.exp(z - z.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
@@ -16,19 +17,20 @@ def pt_probs(logits: np.ndarray, temp: float, top_k: int = 0, top_p: float = 0.0
     for i, row in enumerate(p):
         order = np.argsort(-row, kind="stable")
         srt = row[order]
+        keep = np.ones(len(row), bool)
+        if top_k > 0:
+            keep &= np.arange(len(row)) < top_k
         if top_p > 0:
-            keep = (np.cumsum(srt) - srt) <= top_p
-        elif top_k > 0:
-            keep = np.arange(len(row)) < top_k
-        else:
-            keep = np.ones(len(row), bool)
+            kept = np.where(keep, srt, 0.0) / np.where(keep, srt, 0.0).sum()
+            keep &= (np.cumsum(kept) - kept) <= top_p
         kept = np.where(keep, srt, 0.0)
         out[i, order] = kept / kept.sum()
     return out
 
 
 @pytest.mark.parametrize(
-    "temp,top_k,top_p", [(1.0, None, None), (0.7, 5, None), (0.8, None, 0.5), (1.3, None, 0.9)]
+    "temp,top_k,top_p",
+    [(1.0, None, None), (0.7, 5, None), (0.8, None, 0.5), (1.3, None, 0.9), (0.9, 12, 0.6)],
 )
 def test_exact_probs_match_reference(temp, top_k, top_p):
     rng = np.random.default_rng(0)
@@ -39,7 +41,9 @@ def test_exact_probs_match_reference(temp, top_k, top_p):
     assert ((got > 0) == (want > 0)).all()
 
 
-@pytest.mark.parametrize("sampler", [Sampler(0.7, top_k=3), Sampler(1.0, top_p=0.6), Sampler(0.8)])
+@pytest.mark.parametrize(
+    "sampler", [Sampler(0.7, top_k=3), Sampler(1.0, top_p=0.6), Sampler(0.8), Sampler(1.0, 5, 0.8)]
+)
 def test_empirical_distribution_and_support(sampler):
     logits = np.array([2.0, 1.5, 1.0, 0.3, -0.5, 0.0, 1.2, -2.0], np.float32)
     want = pt_probs(logits[None], sampler.temp, sampler.top_k or 0, sampler.top_p or 0.0)[0]
