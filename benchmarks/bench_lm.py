@@ -198,7 +198,7 @@ def worker(args: argparse.Namespace) -> int:
     gen = LmGen(lm, text_sampler=ts, audio_sampler=aus, batch_size=1, seed=args.seed)
     n_total = args.warmup + args.frames
     codes = user_codes(n_total, cfg["n_q"] - cfg["dep_q"], cfg["card"], args.seed)
-    times, texts, audio_frames = [], [], 0
+    times, cpu, texts, audio_frames = [], [], [], 0
     mx.reset_peak_memory()
     if args.lockstep:
         sys.stdout.write("READY\n")
@@ -207,7 +207,7 @@ def worker(args: argparse.Namespace) -> int:
         if args.lockstep:
             sys.stdin.readline()
         user = mx.array(codes[i][None, :], dtype=mx.int32)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = gen.step(user)
         if out.audio is not None:
             mx.eval(out.text, out.audio)
@@ -215,10 +215,11 @@ def worker(args: argparse.Namespace) -> int:
         else:
             mx.eval(out.text)
         tok = int(np.asarray(out.text).reshape(-1)[0])
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         texts.append(tok)
         if i >= args.warmup:
             times.append(dt * 1000.0)
+            cpu.append(dc * 1000.0)
         if args.lockstep:
             sys.stdout.write(f"FRAME {dt * 1000.0:.3f}\n")
             sys.stdout.flush()
@@ -232,6 +233,8 @@ def worker(args: argparse.Namespace) -> int:
         "p50_ms": float(np.percentile(ms, 50)),
         "p95_ms": float(np.percentile(ms, 95)),
         "mean_ms": float(ms.mean()),
+        "cpu_p50_ms": float(np.percentile(cpu, 50)),
+        "cpu_p95_ms": float(np.percentile(cpu, 95)),
         "peak_mem_mb": mx.get_peak_memory() / 2**20,
         "rss_max_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "load_s": load_s,
@@ -324,17 +327,25 @@ def fmt_row(name: str, quant: str, act: str, ours: dict, theirs: dict) -> str:
     def t(r: dict) -> str:
         return "err" if "error" in r else f"{r['p50_ms']:.1f} / {r['p95_ms']:.1f}"
 
+    def c(r: dict) -> str:
+        return "-" if "error" in r or "cpu_p50_ms" not in r else f"{r['cpu_p50_ms']:.1f}"
+
     def m(r: dict) -> str:
         return "-" if "error" in r else f"{r['peak_mem_mb']:.0f}"
 
     ok = "error" not in ours and "error" not in theirs
     ratio = f"{ours['p50_ms'] / theirs['p50_ms']:.2f}" if ok else "-"
-    return f"| {name} | {quant} | {act} | {t(ours)} | {t(theirs)} | {ratio} | {m(ours)} | {m(theirs)} |"
+    cok = ok and "cpu_p50_ms" in ours and "cpu_p50_ms" in theirs
+    cratio = f"{ours['cpu_p50_ms'] / theirs['cpu_p50_ms']:.2f}" if cok else "-"
+    label = {"float32T": "float32, pretransposed"}.get(act, act)
+    return (f"| {name} | {quant} | {label} | {t(ours)} | {t(theirs)} | **{ratio}** | {c(ours)} "
+            f"| {c(theirs)} | {cratio} | {m(ours)} | {m(theirs)} |")
 
 
 HEADER = (
-    "| config | weights | activations | ours p50 / p95 ms | Kyutai p50 / p95 ms | ratio (p50) "
-    "| ours peak MB | Kyutai peak MB |\n|---|---|---|---|---|---|---|---|"
+    "| config | weights | activations | ours p50 / p95 ms | Kyutai p50 / p95 ms | ratio p50 "
+    "| ours CPU ms | Kyutai CPU ms | ratio CPU | ours peak MB | Kyutai peak MB |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
