@@ -124,23 +124,27 @@ def main_quantize(argv: list[str]) -> int:
         print(f"error: OUT_DIR {args.out_dir!r} holds the source weights: choose another directory",
               file=sys.stderr)
         return 2
-    if args.quiet:
-        result = write(plan, args.out_dir, shard)
-    else:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+    try:
+        if args.quiet:
+            result = write(plan, args.out_dir, shard)
+        else:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
 
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), TimeRemainingColumn(), console=console) as bar:
-            task = bar.add_task("converting", total=plan.total_bytes)
-            result = write(plan, args.out_dir, shard,
-                           on_tensor=lambda _name, n: bar.advance(task, n))
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                          TransferSpeedColumn(), TimeRemainingColumn(), console=console) as bar:
+                task = bar.add_task("converting", total=plan.total_bytes)
+                result = write(plan, args.out_dir, shard,
+                               on_tensor=lambda _name, n: bar.advance(task, n))
+    except (ValueError, OSError) as e:  # e.g. disk full, unwritable OUT_DIR
+        print(f"error: writing {args.out_dir}: {e}", file=sys.stderr)
+        return 2
     n_q = sum(q is not None for q in result.decisions.values())
     console.print(
         f"wrote {', '.join(f.name for f in result.weight_files)} ({result.weight_bytes / 1e9:.3f} GB"
