@@ -108,6 +108,14 @@ class LmGen:
         self.last_text_logits: mx.array | None = None
         self.last_audio_logits: mx.array | None = None
 
+    def warmup(self, steps: int = 2) -> None:
+        """Run `steps` frames of silence-like zeros (builds and compiles every kernel), then reset."""
+        zeros = np.zeros((self.batch_size, self.num_user), dtype=np.int32)
+        for _ in range(steps):
+            out = self.step(zeros)
+            mx.eval(out.text, self._prev_audio)
+        self.reset()
+
     # Inputs -----------------------------------------------------------------------------------
     def _user_codes(self, user_codes) -> mx.array:
         u = user_codes if isinstance(user_codes, mx.array) else mx.array(np.asarray(user_codes))

@@ -102,6 +102,8 @@ def test_one_model_serves_interleaved_generators(lm):
 def test_seed_reproduces_and_reset_restarts(lm):
     user = user_codes()
     gen = LmGen(lm, seed=11)
+    gen.warmup()
+    assert gen.step_count == 0
     first = run(gen, user)
     assert gen.step_count == STEPS
     gen.reset()
