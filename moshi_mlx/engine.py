@@ -26,8 +26,9 @@ token instead. Moshi's delays [0, 1, ..., 1] never hit this.)
 Relation to PT `LMGen` (moshi/models/lm.py): PT reads the user codes passed at step t already at
 step t+d_k (not t+1+d_k), and replaces step 0's user frame by initial tokens. Feeding our step s
 the frame PT got at step s+1 gives identical inputs, hence identical tokens: our user frame f is
-PT's user frame f+1. PT's `step` at t returns text of step t-1 with the same aligned audio frame
-t-1; we return the text of step s right away and the audio frame s-1.
+PT's user frame f+1 (the golden test feeds PT's user stream shifted by one). PT's `step` at t
+returns frame t-1 whole (text and audio, None at t = 0); we return the text of frame s at once and
+the audio of frame s-1, so our step s gives PT's text of step t = s+1 one call earlier.
 
 Sampling uses explicit keys split from `seed` (one key per step, one per depformer codebook), so a
 given seed reproduces a session exactly; `reset()` restarts it.
@@ -56,7 +57,14 @@ class StepOutput:
 
 
 class LmGen:
-    """Greedy or sampled streaming generation with `lm`; see the module docstring for timing."""
+    """Greedy or sampled streaming generation with `lm`; see the module docstring for timing.
+
+    text_sampler / audio_sampler: default `DEFAULT_TEXT` / `DEFAULT_AUDIO` (PT LMGen's values);
+    `GREEDY` for argmax. seed: None draws one (kept in `.seed` for transcripts). keep_logits: keep
+    `last_text_logits` [B, text_card] and `last_audio_logits` [B, dep_q, card] (delayed layout:
+    as sampled at this step) for tests and analysis. compile: run the per-frame depformer through
+    `mx.compile`.
+    """
 
     def __init__(
         self,
