@@ -28,7 +28,8 @@ step t+d_k (not t+1+d_k), and replaces step 0's user frame by initial tokens. Fe
 the frame PT got at step s+1 gives identical inputs, hence identical tokens: our user frame f is
 PT's user frame f+1 (the golden test feeds PT's user stream shifted by one). PT's `step` at t
 returns frame t-1 whole (text and audio, None at t = 0); we return the text of frame s at once and
-the audio of frame s-1, so our step s gives PT's text of step t = s+1 one call earlier.
+the audio of frame s-1: our step s returns the text that PT's step s+1 returns, one call earlier,
+and the same audio frame as PT's step s.
 
 Sampling uses explicit keys split from `seed` (one key per step, one per depformer codebook), so a
 given seed reproduces a session exactly; `reset()` restarts it.
