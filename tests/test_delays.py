@@ -3,6 +3,8 @@
 import mlx.core as mx
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from moshi_mlx.delays import (
     UNGENERATED,
@@ -78,3 +80,18 @@ def test_streaming_rules_match_whole_sequence_layout():
     for s in range(T):
         for d in delays:
             assert input_frame(s + 1, d) == sampled_frame(s, d)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    delays=st.lists(st.integers(0, 4), min_size=1, max_size=6),
+    T=st.integers(1, 9),
+    B=st.integers(1, 2),
+    seed=st.integers(0, 1000),
+)
+def test_round_trip_random_delays(delays, T, B, seed):
+    codes = np.random.default_rng(seed).integers(0, 50, size=(B, len(delays), T)).astype(np.int32)
+    back = np.array(undelay(delay_codes(codes, delays, pad=-7), delays, fill=UNGENERATED))
+    mask = undelay_mask(delays, T)
+    np.testing.assert_array_equal(back[:, mask], codes[:, mask])
+    assert (back[:, ~mask] == UNGENERATED).all()

@@ -142,7 +142,7 @@ def test_input_forms_and_errors(lm):
     ref = run(LmGen(lm, GREEDY, GREEDY), user)["text"]
     gen = LmGen(lm, GREEDY, GREEDY)
     got = [np.array(gen.step(mx.array(user[:, 0, :, None])).text),  # [B, 8, 1] mx
-           np.array(gen.step(user[:, 1].astype(np.int64)).text),  # numpy int64
+           np.array(gen.step(user[:, 1].astype(np.uint32)).text),  # numpy uint32 (rustymimi)
            np.array(gen.step(np.concatenate([user[:, 2], user[:, 2]], 1)).text)]  # extra books
     np.testing.assert_array_equal(np.stack(got, 1), ref)
     for bad in (np.zeros((2, 8), np.int32), np.zeros((1, 7), np.int32), np.zeros(8, np.int32)):
