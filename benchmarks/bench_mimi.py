@@ -8,6 +8,12 @@ released PyTorch layout, written to a temporary file). Per frame: `encode_step` 
 environment (`/work/kyenv/bin/python` by default; it pins an older MLX) through a subprocess.
 Prints p50 / p95 milliseconds per frame and the real-time factor (p50 / 80 ms; < 1 keeps up).
 Asserts nothing. Machine noise is large on shared CPUs: compare rows of one run only.
+
+Linux note: the `mlx[cpu]` wheel links the netlib *reference* BLAS, and every float32 matmul (all of
+Mimi's convolutions and linears, see nn/conv.py) goes through it at 1-3 GFLOP/s single-threaded.
+When Debian's OpenBLAS is installed (`apt-get install libopenblas0-pthread`), an extra row runs our
+same code in a subprocess with it preloaded (`LD_PRELOAD=.../openblas-pthread/libblas.so.3`), which
+MLX then calls instead. On macOS MLX uses Accelerate (and Metal), so this does not apply there.
 """
 
 from __future__ import annotations
@@ -72,6 +78,24 @@ def bench_ours(path: Path, pcm: np.ndarray, args: argparse.Namespace) -> dict:
                  pcm, args.frames, args.warmup)
 
 
+def bench_ours_openblas(path: Path, args: argparse.Namespace) -> dict | None:
+    lib = Path(args.openblas)
+    if not lib.exists():
+        print(f"(skipping ours + OpenBLAS: {lib} not installed)", file=sys.stderr)
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ours.json"
+        cmd = [sys.executable, __file__, "--only", "ours", "--checkpoint", str(path), "--json",
+               str(out), "--frames", str(args.frames), "--warmup", str(args.warmup),
+               "--codebooks", str(args.codebooks)]
+        env = dict(os.environ, LD_PRELOAD=str(lib))
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if res.returncode != 0 or not out.exists():
+            print(f"(ours + OpenBLAS failed: {res.stderr.strip()[-500:]})", file=sys.stderr)
+            return None
+        return next(iter(json.loads(out.read_text()).values()))
+
+
 def bench_rustymimi(path: Path, pcm: np.ndarray, args: argparse.Namespace) -> dict:
     import rustymimi
 
@@ -109,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--codebooks", type=int, default=8)
     ap.add_argument("--kyutai-python", default="/work/kyenv/bin/python")
-    ap.add_argument("--only", nargs="*", default=["ours", "rustymimi", "kyutai"])
+    ap.add_argument("--only", nargs="*", default=["ours", "openblas", "rustymimi", "kyutai"])
+    ap.add_argument("--openblas", default="/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3")
+    ap.add_argument("--checkpoint", help="use this released-layout file instead of a random one")
     ap.add_argument("--json", help="also write the raw timings here")
     args = ap.parse_args(argv)
 
@@ -120,13 +146,20 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tokenizer-random.safetensors"
-        write_random_checkpoint(path, mimi_202407(args.codebooks), seed=0)
+        if args.checkpoint:
+            path = Path(args.checkpoint)
+        else:
+            write_random_checkpoint(path, mimi_202407(args.codebooks), seed=0)
         pcm = speech_like_signal(50 * FRAME, 24000, seed=1)
         pcm_file = Path(tmp) / "pcm.npy"
         np.save(pcm_file, pcm)
         results: dict[str, dict] = {}
         if "ours" in args.only:
             results["ours (moshi_mlx, MLX)"] = bench_ours(path, pcm, args)
+        if "openblas" in args.only and sys.platform == "linux":
+            ob = bench_ours_openblas(path, args)
+            if ob is not None:
+                results["ours + OpenBLAS preloaded"] = ob
         if "rustymimi" in args.only:
             results["rustymimi (Rust, candle)"] = bench_rustymimi(path, pcm, args)
         if "kyutai" in args.only:
