@@ -159,3 +159,16 @@ def test_compiled_depformer_equals_plain(lm):
     np.testing.assert_array_equal(a["text"], b["text"])
     np.testing.assert_array_equal(np.stack(a["audio"][1:]), np.stack(b["audio"][1:]))
     np.testing.assert_allclose(np.stack(a["al"]), np.stack(b["al"]), atol=1e-5, rtol=0)
+
+
+def test_text_only_model_without_depformer():
+    """dep_q = 0 (STT-like): audio stays None; step logits == teacher-forced forward."""
+    mx.random.seed(2)
+    lm = Lm(LmConfig.from_dict(tiny_lm_kwargs(dep_q=0, n_q=8, delays=[0] + [1] * 8)))
+    user = user_codes()
+    r = run(LmGen(lm, Sampler(1.0), seed=0, keep_logits=True), user)
+    assert all(a is None for a in r["audio"])
+    codes = aligned_codes(mx.array(r["text"]), mx.zeros((1, STEPS, 0), dtype=mx.int32),
+                          mx.array(user))
+    text_l = np.array(teacher_forced_logits(lm, codes)[0])
+    np.testing.assert_allclose(text_l[:, 0], np.stack(r["tl"], 1), atol=1e-4, rtol=0)
