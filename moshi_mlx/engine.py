@@ -100,6 +100,10 @@ class LmGen:
         self._text_init = mx.full((B,), cfg.text_initial_token, dtype=mx.int32)
         self._audio_init_moshi = mx.full((B, cfg.dep_q), cfg.card, dtype=mx.int32)
         self._audio_init_user = mx.full((B, self.num_user), cfg.card, dtype=mx.int32)
+        # Column masks per distinct delay, built once (per-frame work stays a few graph nodes).
+        self._user_cols = {int(d): mx.array(self._user_delays == d) for d in np.unique(self._user_delays)}
+        self._moshi_cols = {int(d): mx.array(self._moshi_delays == d)
+                            for d in np.unique(self._moshi_delays)}
         self._depformer = self._make_depformer() if cfg.dep_q else None
         self.reset()
 
@@ -140,13 +144,12 @@ class LmGen:
     def _user_input(self, s: int) -> mx.array:
         """[B, n_user]: column j holds user frame input_frame(s, d_j), or the initial token."""
         out = self._audio_init_user
-        for d in np.unique(self._user_delays):
-            f = input_frame(s, int(d))
+        for d, cols in self._user_cols.items():
+            f = input_frame(s, d)
             if f < 0:
                 continue
             frame = self._user_hist[-1 - (s - 1 - f)]  # the newest stored frame is s-1
-            cols = self._user_delays == d
-            out = frame if cols.all() else mx.where(mx.array(cols), frame, out)
+            out = frame if len(self._user_cols) == 1 else mx.where(cols, frame, out)
         return out
 
     def _inputs(self) -> mx.array:
@@ -168,9 +171,8 @@ class LmGen:
         if f < 0 or not self.dep_q:
             return None
         out = None
-        for d in np.unique(self._moshi_delays):
-            block = self._dep_hist[-1 - (s - (f + int(d)))]  # the newest stored output is step s
-            cols = mx.array(self._moshi_delays == d)
+        for d, cols in self._moshi_cols.items():
+            block = self._dep_hist[-1 - (s - (f + d))]  # the newest stored output is step s
             out = block if out is None else mx.where(cols, block, out)
         return out
 
