@@ -30,12 +30,12 @@ DATA = Path(__file__).parent / "golden" / "data"
 AUDIO_TOL = 1e-5
 
 
-def load_case(name: str) -> tuple[Mimi, dict, dict]:
+def load_case(name: str, compiled: bool = True) -> tuple[Mimi, dict, dict]:
     meta = json.loads((DATA / f"mimi_{name}.json").read_text())
     cfg = MimiConfig.from_dict(meta["config"])
     data = load_file(str(DATA / f"mimi_{name}.safetensors"))
     weights = {k[len("weights."):]: mx.array(v) for k, v in data.items() if k.startswith("weights.")}
-    model = Mimi(cfg)
+    model = Mimi(cfg, compiled=compiled)
     model.load_weights(list(map_mimi_torch(weights, cfg).items()), strict=True)
     return model, data, meta
 

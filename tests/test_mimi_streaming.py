@@ -1,7 +1,9 @@
 """Mimi streaming: equals the full pass for any chunking into whole frames, is causal, keeps
 independent streams apart, and runs past the transformer context with flat state.
 
-Uses the PyTorch-golden "small" model (context 6 positions = 3 frames, so windows roll over).
+Uses the PyTorch-golden "small" model (context 6 positions = 3 frames, so windows roll over), run
+eagerly here (`compiled=False`: no per-shape tracing for the many chunk sizes); the compiled path is
+checked against PyTorch in test_mimi_golden.py and against this eager one below.
 Codes must be identical; audio within 1e-5 (summation order inside BLAS may differ by chunk size).
 """
 
@@ -20,8 +22,20 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def small():
-    model, data, meta = load_case("small")
+    model, data, meta = load_case("small", compiled=False)
     return model, data
+
+
+def test_compiled_equals_eager(small):
+    eager, data = small
+    compiled, _, _ = load_case("small", compiled=True)
+    np.testing.assert_array_equal(np.array(compiled.encode(data["pcm"])),
+                                  np.array(eager.encode(data["pcm"])))
+    state_c, state_e = compiled.init_state(2), eager.init_state(2)
+    for i in range(3):
+        c = data["codes"][..., i:i + 1]
+        a, b = compiled.decode_step(c, state_c), eager.decode_step(c, state_e)
+        assert np.abs(np.array(a) - np.array(b)).max() <= TOL
 
 
 def _encode_chunks(model, pcm, cuts, state=None):

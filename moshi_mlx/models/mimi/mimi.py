@@ -19,6 +19,7 @@ and codebook count); call `prepare()` after changing weights (done by `update` /
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,9 +61,15 @@ class MimiState:
 
 
 class Mimi(nn.Module):
-    def __init__(self, cfg: MimiConfig):
+    """`compiled=False` runs the same cores eagerly (no per-shape tracing, no kernel JIT on CPU);
+    the environment variable `MOSHI_MLX_COMPILE=0` sets that default."""
+
+    def __init__(self, cfg: MimiConfig, compiled: bool | None = None):
         super().__init__()
         self.cfg = cfg
+        if compiled is None:
+            compiled = os.environ.get("MOSHI_MLX_COMPILE", "1") != "0"
+        self.compiled = compiled
         dim = cfg.dimension
         self.encoder = SeanetEncoder(cfg)
         self.decoder = SeanetDecoder(cfg)
@@ -166,9 +173,10 @@ class Mimi(nn.Module):
         key = (kind, n_q)
         if key not in self._compiled:
             if kind == "enc":
-                self._compiled[key] = mx.compile(lambda x, st: self._encode_core(x, st, n_q))
+                fn = lambda x, st: self._encode_core(x, st, n_q)  # noqa: E731
             else:
-                self._compiled[key] = mx.compile(self._decode_core)
+                fn = self._decode_core
+            self._compiled[key] = mx.compile(fn) if self.compiled else fn
         return self._compiled[key]
 
     # -- public API ---------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def random_model(
 ) -> Mimi:
     """A random Mimi of any config with codebooks fitted to `speech_like_signal` latents."""
     mx.random.seed(seed)
-    model = Mimi(cfg)
+    model = Mimi(cfg, compiled=False)  # only builds weights: skip per-shape tracing
     mx.eval(model.parameters())
     n = int(seconds * cfg.sample_rate) // cfg.frame_size * cfg.frame_size
     pcm = speech_like_signal(n, cfg.sample_rate, seed=seed)
