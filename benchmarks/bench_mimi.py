@@ -41,20 +41,21 @@ path, frames, warmup, ncb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int
 model = mimi.Mimi(mimi.mimi_202407(ncb))
 model.load_pytorch_weights(path, strict=True)
 pcm = np.load(sys.argv[5])
-enc, dec = [], []
+enc, dec, all_codes = [], [], []
 for i in range(warmup + frames):
     x = mx.array(pcm[..., (i % (pcm.shape[-1] // 1920)) * 1920:][..., :1920])
     t0 = time.perf_counter(); codes = model.encode_step(x); mx.eval(codes)
     t1 = time.perf_counter(); y = model.decode_step(codes); mx.eval(y)
     t2 = time.perf_counter()
+    all_codes.append(np.array(codes).reshape(-1).tolist())
     if i >= warmup:
         enc.append(t1 - t0); dec.append(t2 - t1)
-print(json.dumps({"enc": enc, "dec": dec, "mlx": mx.__version__}))
+print(json.dumps({"enc": enc, "dec": dec, "codes": all_codes, "mlx": mx.__version__}))
 """
 
 
 def _loop(encode_step, decode_step, pcm: np.ndarray, frames: int, warmup: int) -> dict:
-    enc, dec = [], []
+    enc, dec, all_codes = [], [], []
     n_avail = pcm.shape[-1] // FRAME
     for i in range(warmup + frames):
         x = pcm[..., (i % n_avail) * FRAME:][..., :FRAME]
@@ -63,10 +64,11 @@ def _loop(encode_step, decode_step, pcm: np.ndarray, frames: int, warmup: int) -
         t1 = time.perf_counter()
         decode_step(codes)
         t2 = time.perf_counter()
+        all_codes.append(np.asarray(codes).reshape(-1).tolist())
         if i >= warmup:
             enc.append(t1 - t0)
             dec.append(t2 - t1)
-    return {"enc": enc, "dec": dec}
+    return {"enc": enc, "dec": dec, "codes": all_codes}
 
 
 def bench_ours(path: Path, pcm: np.ndarray, args: argparse.Namespace) -> dict:
@@ -174,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     print("|------------------------------|----------|----------|----------|----------|-------|-----|")
     for name, r in results.items():
         print(_row(name, r))
+    # Code agreement of the streaming runs with ours (same audio, same weights, fresh states).
+    ref = next(iter(results.values()), {}).get("codes")
+    for name, r in list(results.items())[1:]:
+        n = min(len(ref), len(r["codes"]))
+        agree = np.mean(np.array(ref[:n]) == np.array(r["codes"][:n]))
+        print(f"codes equal to ours: {name}: {100 * agree:.2f}% ({n} frames x {args.codebooks})")
     if args.json:
         Path(args.json).write_text(json.dumps(results))
     return 0
