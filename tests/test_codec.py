@@ -1,8 +1,8 @@
 """`moshi_mlx.codec`: loading, the shared interface of both backends, and rustymimi parity.
 
-The rustymimi comparison uses a full-size random checkpoint written at test time in the released
-layout (8 codebooks, which is what `rustymimi.Tokenizer(num_codebooks=8)` reads) with codebooks fitted
-to the test audio so codes vary. Measured when written: codes agree 100% (batch and streaming);
+The rustymimi comparison uses a full-size random checkpoint written at test time in exactly the
+released layout (the committed manifest's 318 tensors, 32 codebooks; both backends use 8) with
+codebooks fitted to the test audio so codes vary. Measured when written: codes agree 100% (batch and streaming);
 decoded audio differs by at most 3.7e-4 at an output RMS of 0.1. That gap is rustymimi's own: on the
 same file the PyTorch reference differs from rustymimi by the same 3.7e-4, and from ours by 7.5e-7
 (checked once with the reference environment). Asserted: >= 99% of codes equal, audio within 1e-3.
@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
+from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from moshi_mlx.codec import MIMI_FILE, load_mimi, prefer_system_blas, stored_codebooks
 from moshi_mlx.config import MimiConfig, mimi_202407
 from moshi_mlx.models.mimi.synthetic import speech_like_signal, write_random_checkpoint
 
+MANIFEST = Path(__file__).parent / "golden" / "data" / "mimi_manifest.json"
 AUDIO_TOL = 1e-3  # vs rustymimi (see module docstring)
 TINY = dataclasses.replace(
     MimiConfig(), n_filters=4, dimension=16, ratios=(4, 3, 2), transformer_num_heads=2,
@@ -80,14 +83,20 @@ def test_config_keyword_mlx_names_and_errors(tiny_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def full_size(tmp_path_factory):
+    """The released layout exactly (32 codebooks, all 318 tensors of the manifest), random values."""
     path = tmp_path_factory.mktemp("mimi_full") / MIMI_FILE
-    write_random_checkpoint(path, mimi_202407(8), seed=0)
+    write_random_checkpoint(path, mimi_202407(32), seed=0)
     return path
 
 
 @pytest.mark.slow
 def test_rustymimi_backend_agrees_with_ours(full_size):
-    ours = load_mimi(full_size, num_codebooks=8)
+    manifest = json.loads(MANIFEST.read_text())["tensors"]
+    with safe_open(str(full_size), "np") as f:
+        assert {k: list(f.get_slice(k).get_shape()) for k in f.keys()} == {
+            k: v["shape"] for k, v in manifest.items()}
+    ours = load_mimi(full_size, num_codebooks=8)  # strict load of the released layout
+    assert ours.model.total_codebooks == 32
     rust = load_mimi(full_size, num_codebooks=8, backend="rustymimi")
     frames = 10
     pcm = speech_like_signal(frames * 1920, 24000, seed=7)
