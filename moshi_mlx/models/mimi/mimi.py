@@ -9,7 +9,8 @@ One frame is `cfg.frame_size` samples (1920 = 24000 / 12.5) and gives one code p
 Everything is causal: `encode_step` / `decode_step` take any whole number of frames and carry a
 `MimiState` (conv left context, transposed-conv overlaps, transformer window caches), so several
 independent streams can share one model. A full-sequence `encode` / `decode` is the same code on a
-fresh state, so streaming equals batch (up to float summation order inside BLAS).
+fresh state (in chunks of `CHUNK_FRAMES` to bound memory), so streaming equals batch (up to float
+summation order inside BLAS).
 
 Public shapes follow PyTorch: pcm `[B, 1, N]` float32, codes `[B, K, T]` (uint32 here).
 Internally tensors are NLC `[B, T, C]`. Module names equal Kyutai's MLX Mimi; `weights/mimi.py`
@@ -31,6 +32,10 @@ from ...nn.conv import StreamingConv1d, StreamingConvTranspose1d
 from .quantizer import EuclideanCodebook, SplitResidualVectorQuantizer
 from .seanet import SeanetDecoder, SeanetEncoder
 from .transformer import NNLinear, ProjectedTransformer
+
+# Frames per chunk in full-sequence `encode` / `decode` (bounds memory: the first conv's im2col
+# holds k * 64 floats per sample, ~1 GB for a minute of audio in one pass).
+CHUNK_FRAMES = 32
 
 
 class ConvDownsample1d(nn.Module):
@@ -200,11 +205,21 @@ class Mimi(nn.Module):
         return c.astype(mx.uint32)
 
     def encode(self, pcm: Any, num_codebooks: int | None = None) -> mx.array:
-        """pcm `[B, 1, N]` -> codes `[B, K, ceil(N / frame_size)]` (right-padded like PyTorch)."""
+        """pcm `[B, 1, N]` -> codes `[B, K, ceil(N / frame_size)]` (right-padded like PyTorch).
+
+        Runs the streaming path over chunks of `CHUNK_FRAMES` frames on a fresh state: the same
+        result as one pass (streaming equals batch), with memory bounded for long files.
+        """
         x = self._pcm_to_nlc(pcm, pad=True)
         n_q = num_codebooks or self.total_codebooks
         st = self.init_state(x.shape[0])
-        return self._fn("enc", n_q)(x, st.enc)[0]
+        step = CHUNK_FRAMES * self.frame_size
+        out = []
+        for i in range(0, x.shape[1], step):
+            codes, st.enc = self._fn("enc", n_q)(x[:, i:i + step], st.enc)
+            mx.eval(codes, st.enc)
+            out.append(codes)
+        return out[0] if len(out) == 1 else mx.concatenate(out, axis=-1)
 
     def encode_latent(self, pcm: Any) -> mx.array:
         """pcm `[B, 1, N]` -> the latent before quantization, `[B, T, D]` at the frame rate."""
@@ -217,8 +232,12 @@ class Mimi(nn.Module):
         """codes `[B, K, T]` -> pcm `[B, 1, T * frame_size]`."""
         c = self._codes(codes)
         st = self.init_state(c.shape[0])
-        y = self._fn("dec")(c, st.dec)[0]
-        return y.reshape(y.shape[0], 1, -1)
+        out = []
+        for i in range(0, c.shape[-1], CHUNK_FRAMES):
+            y, st.dec = self._fn("dec")(c[..., i:i + CHUNK_FRAMES], st.dec)
+            mx.eval(y, st.dec)
+            out.append(y.reshape(y.shape[0], 1, -1))
+        return out[0] if len(out) == 1 else mx.concatenate(out, axis=-1)
 
     def encode_step(self, pcm: Any, state: MimiState, num_codebooks: int | None = None) -> mx.array:
         """pcm `[B, 1, n * frame_size]` -> codes `[B, K, n]`; advances `state`."""
