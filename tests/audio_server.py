@@ -94,7 +94,7 @@ def start(root: Path) -> PulseServer:
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     server = PulseServer(root, env, proc)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while True:
         try:
             server.pactl("info")
@@ -116,7 +116,10 @@ def pulse_server(tmp_path_factory):
     reason = available()
     if reason:
         pytest.skip(reason)
-    server = start(tmp_path_factory.mktemp("pulse"))
+    try:
+        server = start(tmp_path_factory.mktemp("pulse"))
+    except RuntimeError:  # one retry: a loaded machine can be slow to bring the daemon up
+        server = start(tmp_path_factory.mktemp("pulse"))
     saved = {k: os.environ.get(k) for k in ("PULSE_SERVER", "PULSE_RUNTIME_PATH")}
     os.environ["PULSE_SERVER"] = server.env["PULSE_SERVER"]
     os.environ["PULSE_RUNTIME_PATH"] = server.env["PULSE_RUNTIME_PATH"]

@@ -125,3 +125,21 @@ def test_resampled_devices_through_pulseaudio(pulse_server, monkeypatch):  # noq
             assert frame is not None and frame.dtype == np.float32
         time.sleep(0.5)
     assert audio.stats.output_frames >= 8  # (drops here would only reflect machine load)
+
+
+def test_recovers_after_a_slow_model_through_pulseaudio(pulse_server):  # noqa: F811
+    """A model stalling for ~1 s: old input is dropped (counted lost), then the lag shrinks back."""
+    with live.LiveAudio("pulse", "pulse", max_lag_frames=4) as audio:
+        assert audio.read_frame(timeout=5.0) is not None
+        time.sleep(1.0)  # the model thread stalls: ~12 frames arrive, only 4 are kept
+        lost = audio.stats.lost_frames
+        assert lost >= 5 and audio._in_q.qsize() <= 4
+        for _ in range(4):  # the model catches up in a burst: its backlog moves to the output
+            audio.write_frame(audio.read_frame(timeout=2.0))
+        assert len(audio._out) >= 3
+        for _ in range(40):  # back to real time: the output backlog is trimmed to the target
+            frame = audio.read_frame(timeout=2.0)
+            assert frame is not None
+            audio.write_frame(frame)
+        assert audio._in_q.qsize() <= 1 and len(audio._out) <= 3  # target + 1 slack + this one
+        assert lost < audio.stats.lost_frames <= lost + 4

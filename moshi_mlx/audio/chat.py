@@ -1,14 +1,16 @@
-"""The live chat session: sound card <-> Conversation on a model thread, UI on the main thread.
+"""The live chat session: sound card <-> Conversation, with the UI drawn on its own thread.
 
 Threads:
 - PortAudio's callback threads (inside `LiveAudio`): move 80 ms blocks through queues only.
-- the model thread: loads the model (MLX streams belong to the thread that made them), runs
-  warm-up frames, opens the sound card, then loops `read_frame -> Conversation.step -> write_frame`,
-  feeding the session recorder and posting events for the UI.
-- the main thread: draws the UI, watches `--duration`, receives Ctrl-C; it only reads counters.
+- the main thread runs the model: loads it, runs warm-up frames, opens the sound card, then loops
+  `read_frame -> Conversation.step -> write_frame`, feeding the session recorder and posting events.
+  The main thread (not a worker) because MLX 0.32 aborts the process at exit ("terminate called
+  without an active exception") in about 1 run in 7 once a non-main thread has evaluated arrays,
+  and because Ctrl-C (SIGINT) is delivered there anyway.
+- a UI thread draws Moshi's text and the status line from the event queue and the counters.
 
-Ending: `--duration` or Ctrl-C sets a stop flag; the model thread finishes its frame, closes the
-streams, and the main thread writes the transcript and recording that were asked for.
+Ending: `--duration` or Ctrl-C ends the loop after the current frame; the streams are closed, the UI
+thread finishes, and the transcript and recording that were asked for are written.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 ECHO_WARNING = ("Use headphones: with laptop speakers Moshi hears itself (there is no echo "
                 "cancellation) and the conversation degrades.")
 NO_INPUT_TIMEOUT_S = 10.0
+STATUS_EVERY_S = 0.25
 
 
 @dataclass
@@ -47,74 +50,82 @@ class ChatOptions:
     jitter_frames: int = 1
 
 
-class _ModelThread(threading.Thread):
-    def __init__(self, files: ModelFiles, settings: Settings, opts: ChatOptions) -> None:
-        super().__init__(name="moshi-model", daemon=True)
-        self.files, self.settings, self.opts = files, settings, opts
-        self.stop_flag = threading.Event()
-        self.started_audio = threading.Event()
+class _Session:
+    """What the model loop produces and the UI thread reads (counters, event queue)."""
+
+    def __init__(self, files: ModelFiles, opts: ChatOptions) -> None:
+        self.files = files
         self.events: queue.Queue[list[Any]] = queue.Queue()
         self.recorder = SessionRecorder(keep_audio=opts.record is not None)
         self.recent_ms: deque[float] = deque(maxlen=125)  # last 10 s of frame times
         self.slow_frames = 0
         self.audio: LiveAudio | None = None
         self.model: Any = None
-        self.error: BaseException | None = None
-        self.t_start = 0.0
+        self.t_start = 0.0  # the session clock starts with the first microphone frame
+
+    def status(self) -> Status:
+        recent = list(self.recent_ms)
+        a = self.audio
+        return Status(
+            model=self.files.name, precision=self.files.precision,
+            p50_ms=percentile(recent, 50), p95_ms=percentile(recent, 95),
+            lag_frames=a.lag_frames if a else 0,
+            in_level=a.input_level if a else 0.0, out_level=a.output_level if a else 0.0,
+            elapsed_s=time.monotonic() - self.t_start if self.t_start else 0.0,
+            late_frames=a.stats.late_frames if a else 0,
+            lost_frames=a.stats.lost_frames if a else 0,
+        )
+
+
+class _UiThread(threading.Thread):
+    def __init__(self, ui: BaseUI, session: _Session) -> None:
+        super().__init__(name="moshi-ui", daemon=True)
+        self.ui, self.session = ui, session
+        self.stop_flag = threading.Event()
 
     def run(self) -> None:
         try:
-            self.model = load_model(self.files, self.settings)
-            conv = self.model.conversation()
-            conv.warmup(self.opts.warmup_frames)  # compile kernels before the first real frame
-            if self.stop_flag.is_set():
-                return
-            self.audio = LiveAudio(self.opts.input_device, self.opts.output_device,
-                                   jitter_frames=self.opts.jitter_frames)
-            self.audio.start()
-            self.started_audio.set()
-            self._loop(conv, self.audio)
-        except BaseException as e:  # reported by the main thread
-            self.error = e
-        finally:
-            if self.audio is not None:
-                self.audio.stop()
+            with self.ui:
+                last = 0.0
+                while not self.stop_flag.is_set():
+                    try:
+                        self.ui.on_events(self.session.events.get(timeout=0.05))
+                    except queue.Empty:
+                        pass
+                    if time.monotonic() - last >= STATUS_EVERY_S:
+                        self.ui.set_status(self.session.status())
+                        last = time.monotonic()
+                while not self.session.events.empty():
+                    self.ui.on_events(self.session.events.get_nowait())
+                self.ui.set_status(self.session.status())
+        except Exception as e:  # a display problem must not end the conversation
+            log.warning("UI stopped: %s", e)
 
-    def _loop(self, conv: Any, audio: LiveAudio) -> None:
+
+def _loop(session: _Session, conv: Any, audio: LiveAudio, duration: float | None) -> None:
+    waited = 0.0
+    while True:
+        if duration and session.t_start and time.monotonic() - session.t_start >= duration:
+            return
+        frame = audio.read_frame(timeout=0.2)
+        if frame is None:
+            waited += 0.2
+            if waited >= NO_INPUT_TIMEOUT_S:
+                raise RuntimeError(f"the input device delivered no audio for {waited:.0f} s")
+            continue
         waited = 0.0
-        while not self.stop_flag.is_set():
-            frame = audio.read_frame(timeout=0.2)
-            if frame is None:
-                waited += 0.2
-                if waited >= NO_INPUT_TIMEOUT_S:
-                    raise RuntimeError(f"the input device delivered no audio for {waited:.0f} s")
-                continue
-            waited = 0.0
-            if not self.t_start:  # the session clock starts with the first microphone frame
-                self.t_start = time.monotonic()
-            events = conv.step(frame)
-            for ev in events:
-                if isinstance(ev, AudioFrame):
-                    audio.write_frame(ev.pcm)
-                elif isinstance(ev, FrameTiming):
-                    self.recent_ms.append(ev.total_ms)
-                    self.slow_frames += ev.total_ms > 80.0
-            self.recorder.add_user(frame)
-            self.recorder.add(events)
-            self.events.put(events)
-
-
-def _status(t: _ModelThread, files: ModelFiles) -> Status:
-    recent = list(t.recent_ms)
-    a = t.audio
-    return Status(
-        model=files.name, precision=files.precision,
-        p50_ms=percentile(recent, 50), p95_ms=percentile(recent, 95),
-        lag_frames=a.lag_frames if a else 0,
-        in_level=a.input_level if a else 0.0, out_level=a.output_level if a else 0.0,
-        elapsed_s=time.monotonic() - t.t_start if t.t_start else 0.0,
-        late_frames=a.stats.late_frames if a else 0, lost_frames=a.stats.lost_frames if a else 0,
-    )
+        if not session.t_start:
+            session.t_start = time.monotonic()
+        events = conv.step(frame)
+        for ev in events:
+            if isinstance(ev, AudioFrame):
+                audio.write_frame(ev.pcm)
+            elif isinstance(ev, FrameTiming):
+                session.recent_ms.append(ev.total_ms)
+                session.slow_frames += ev.total_ms > 80.0
+        session.recorder.add_user(frame)
+        session.recorder.add(events)
+        session.events.put(events)
 
 
 def run_chat(files: ModelFiles, settings: Settings, opts: ChatOptions, ui: BaseUI) -> dict[str, Any]:
@@ -122,59 +133,48 @@ def run_chat(files: ModelFiles, settings: Settings, opts: ChatOptions, ui: BaseU
     check_devices(opts.input_device, opts.output_device)  # before a long model load
     ui.warn(ECHO_WARNING)
     ui.info(f"loading {files.name} {files.precision} from {files.source} ...")
-    worker = _ModelThread(files, settings, opts)
-    worker.start()
+    session = _Session(files, opts)
+    session.model = load_model(files, settings)
+    conv = session.model.conversation()
+    conv.warmup(opts.warmup_frames)  # compile kernels before the first real frame
+    audio = session.audio = LiveAudio(opts.input_device, opts.output_device,
+                                      jitter_frames=opts.jitter_frames)
     interrupted = False
+    ui_thread = _UiThread(ui, session)
     try:
-        while worker.is_alive() and not worker.started_audio.wait(0.1):
-            pass
-        if worker.started_audio.is_set():
-            ui.info("listening: speak now" + (f" ({opts.duration:g} s)" if opts.duration else
-                                               " (Ctrl-C to stop)"))
-            with ui:
-                last = 0.0
-                while worker.is_alive():
-                    try:
-                        ui.on_events(worker.events.get(timeout=0.05))
-                    except queue.Empty:
-                        pass
-                    now = time.monotonic()
-                    if now - last >= 0.25:
-                        ui.set_status(_status(worker, files))
-                        last = now
-                    if opts.duration and worker.t_start and now - worker.t_start >= opts.duration:
-                        break
-                while not worker.events.empty():
-                    ui.on_events(worker.events.get_nowait())
-                ui.set_status(_status(worker, files))
+        audio.start()
+        ui.info("listening: speak now" + (f" ({opts.duration:g} s)" if opts.duration else
+                                           " (Ctrl-C to stop)"))
+        ui_thread.start()
+        _loop(session, conv, audio, opts.duration)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        worker.stop_flag.set()
-        try:
-            worker.join(timeout=30)
-        except KeyboardInterrupt:  # a second Ctrl-C: give up waiting
-            pass
-    if worker.error is not None and not isinstance(worker.error, KeyboardInterrupt):
-        raise worker.error
-    return _save(worker, files, settings, opts, interrupted, ui)
+        audio.stop()
+        ui_thread.stop_flag.set()
+        if ui_thread.is_alive():
+            ui_thread.join(timeout=10)
+    return _save(session, settings, opts, interrupted, ui)
 
 
-def _save(worker: _ModelThread, files: ModelFiles, settings: Settings, opts: ChatOptions,
-          interrupted: bool, ui: BaseUI) -> dict[str, Any]:
-    a = worker.audio
-    rec = worker.recorder
+def _save(session: _Session, settings: Settings, opts: ChatOptions, interrupted: bool,
+          ui: BaseUI) -> dict[str, Any]:
+    a = session.audio
+    rec = session.recorder
     stats = rec.stats(
         late_frames=a.stats.late_frames if a else 0, lost_frames=a.stats.lost_frames if a else 0,
-        slow_frames=worker.slow_frames,
+        slow_frames=session.slow_frames,
         input_frames=a.stats.input_frames if a else 0,
         output_frames=a.stats.output_frames if a else 0,
+        dropped_input=a.stats.dropped_input if a else 0,
+        dropped_output=a.stats.dropped_output if a else 0,
+        trimmed_output=a.stats.trimmed_output if a else 0,
         input_overflows=a.stats.input_overflows if a else 0,
         output_underflows=a.stats.output_underflows if a else 0,
         input_rate=a.input_rate if a else None, output_rate=a.output_rate if a else None,
         interrupted=interrupted,
     )
-    model_info = worker.model.describe() if worker.model is not None else {"name": files.name}
+    model_info = session.model.describe()
     sets = settings.to_dict() | {"input_device": opts.input_device,
                                  "output_device": opts.output_device, "duration": opts.duration}
     if opts.transcript:

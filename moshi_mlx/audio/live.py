@@ -13,7 +13,9 @@ Design (the reasons are latency and robustness):
   dropped (counted in `lost_frames`) so the lag stays bounded and the session recovers.
 - Output jitter buffer: playback starts (and restarts after an underrun) once `jitter_frames` frames
   are queued; a callback that finds nothing counts a `late_frame` and plays silence; frames beyond
-  `max_lag_frames` queued are dropped (lost) to bound latency.
+  `max_lag_frames` queued are dropped (lost) to bound latency, and a backlog above `jitter_frames`
+  + 1 that lasts ~1 s (after a stall the model catches up in a burst) is trimmed one frame at a time,
+  so the latency returns to its target.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000
 FRAME_SIZE = 1920  # 24000 Hz / 12.5 Hz Mimi frame rate
+DRIFT_CALLBACKS = 12  # ~1 s of output backlog over the jitter target before trimming a frame
 
 
 class AudioDeviceError(RuntimeError):
@@ -87,9 +90,16 @@ class AudioStats:
     input_frames: int = 0
     output_frames: int = 0
     late_frames: int = 0  # output callback found no frame ready (played silence)
-    lost_frames: int = 0  # frames dropped to bound the lag (input or output side)
+    dropped_input: int = 0  # mic frames dropped because the model fell behind
+    dropped_output: int = 0  # Moshi frames dropped because the output buffer was full
+    trimmed_output: int = 0  # Moshi frames dropped to bring a lasting backlog back to target
     input_overflows: int = 0  # PortAudio status flags
     output_underflows: int = 0
+
+    @property
+    def lost_frames(self) -> int:
+        """Frames dropped anywhere to bound the lag."""
+        return self.dropped_input + self.dropped_output + self.trimmed_output
 
 
 def list_devices() -> str:
@@ -161,6 +171,7 @@ class LiveAudio:
         self._in_q: queue.Queue[np.ndarray] = queue.Queue()
         self._out: collections.deque[np.ndarray] = collections.deque()
         self._playing = False
+        self._over = 0  # consecutive callbacks that left more than jitter_frames queued
         self._streams: list[Any] = []
         self.input_rate = self.output_rate = SAMPLE_RATE
         self.input_level = 0.0  # RMS of the last frame read / written (model thread)
@@ -175,7 +186,7 @@ class LiveAudio:
         if self._in_q.qsize() > self.max_lag_frames:
             try:
                 self._in_q.get_nowait()  # drop the oldest: bounded lag beats complete audio
-                self.stats.lost_frames += 1
+                self.stats.dropped_input += 1
             except queue.Empty:
                 pass
 
@@ -187,6 +198,14 @@ class LiveAudio:
         if self._playing and self._out:
             outdata[:, 0] = self._out.popleft()
             self.stats.output_frames += 1
+            # Latency drift: a backlog of 2+ frames over the target that persists (e.g. after the
+            # model caught up from a stall) is trimmed by one frame per DRIFT_CALLBACKS callbacks;
+            # transient bursts, and one frame of slack from bursty device clocks, are kept.
+            self._over = self._over + 1 if len(self._out) > self.jitter_frames + 1 else 0
+            if self._over >= DRIFT_CALLBACKS:
+                self._out.popleft()
+                self.stats.trimmed_output += 1
+                self._over = 0
         else:
             outdata.fill(0)
             if self._playing:  # underrun: count it and refill the jitter buffer before resuming
@@ -271,4 +290,4 @@ class LiveAudio:
             self._out.append(block)
             if len(self._out) > self.max_lag_frames:
                 self._out.popleft()
-                self.stats.lost_frames += 1
+                self.stats.dropped_output += 1
