@@ -145,8 +145,9 @@ def _cached(repo: str, filename: str) -> str | None:
     return hit if isinstance(hit, str) and os.path.isfile(hit) else None
 
 
-def _fetch(repo: str, filename: str, offline: bool) -> str | None:
-    """Local path of repo/filename (downloading with progress if online), None if unavailable."""
+def _fetch(repo: str, filename: str, offline: bool, optional: bool = False) -> str | None:
+    """Local path of repo/filename (downloading with progress if online), None if unavailable
+    (or, with `optional`, if the repo has no such file)."""
     hit = _cached(repo, filename)
     if hit is not None or offline:
         return hit
@@ -167,6 +168,8 @@ def _fetch(repo: str, filename: str, offline: bool) -> str | None:
     except LocalEntryNotFoundError:
         return None  # no network and not cached
     except EntryNotFoundError:
+        if optional:
+            return None
         raise HubError(f"{repo} has no file {filename!r}") from None
     except KeyboardInterrupt:
         raise HubError(
@@ -205,7 +208,7 @@ def from_repo(repo: str) -> ModelFiles:
     cfg: dict[str, Any] = {}
     cfg_path: str | None = None
     if known is None:  # our own / third-party repos carry a config.json naming the files
-        cfg_path = _fetch(repo, "config.json", offline)
+        cfg_path = _fetch(repo, "config.json", offline, optional=True)
         if cfg_path is not None:
             with open(cfg_path) as f:
                 cfg = json.load(f)

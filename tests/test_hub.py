@@ -144,3 +144,25 @@ def test_no_network_and_uncached(hf_cache, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
     with pytest.raises(hub.HubError, match="cannot be reached: kyutai/moshiko-mlx-bf16"):
         hub.resolve(model="moshiko-bf16")
+
+
+def test_online_repo_without_config_downloads_default_names(hf_cache, monkeypatch, tmp_path):
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    fetched = []
+
+    def fake_download(repo, filename, **kw):
+        if filename == "config.json":
+            raise EntryNotFoundError("404")
+        fetched.append(filename)
+        path = tmp_path / "dl" / filename
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    files = hub.resolve(hf_repo="kyutai/moshiko-pytorch-bf16")
+    assert fetched == ["model.safetensors", hub.MIMI_FILE, hub.TOKENIZER_FILE]
+    assert files.config is None and files.lm_weight.name == "model.safetensors"
