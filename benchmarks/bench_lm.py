@@ -476,6 +476,14 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({"config": name, "quant": quant, "act": act,
                                 "frames": frames, "ours": ours, "kyutai": theirs})
     table = HEADER + "\n" + "\n".join(rows)
+    if args.greedy:  # same weights + same timing convention -> the same greedy text tokens
+        agree = []
+        for r in results:
+            a, b = r["ours"].get("text_tokens"), r["kyutai"].get("text_tokens")
+            if a and b:
+                n = sum(x == y for x, y in zip(a, b, strict=False))
+                agree.append(f"{r['config']} {r['quant']} {r['act']}: {n}/{len(a)}")
+        table += "\n\nGreedy text tokens equal to Kyutai's: " + "; ".join(agree)
     sys.stdout.write(table + "\n")
     if args.out:
         versions = {r[k]["impl"]: (r[k].get("mlx"), r[k].get("moshi_mlx")) for r in results
