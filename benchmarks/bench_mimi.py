@@ -2,18 +2,22 @@
 
     python benchmarks/bench_mimi.py [--frames 40] [--warmup 5] [--codebooks 8] [--kyutai-python PATH]
 
-All three run in the same invocation on the same random full-size checkpoint (real Mimi shape,
-released PyTorch layout, written to a temporary file). Per frame: `encode_step` of 1920 samples, then
-`decode_step` of the codes just produced (batch 1, float32). Kyutai's `moshi_mlx` runs in its own
-environment (`/work/kyenv/bin/python` by default; it pins an older MLX) through a subprocess.
+All run in the same invocation on the same random full-size checkpoint (real Mimi shape, released
+PyTorch layout, written to a temporary file). Per frame: `encode_step` of 1920 samples, then
+`decode_step` of the codes just produced (batch 1, float32). Ours and rustymimi run in interleaved
+blocks of frames (both sample the same background load; see `_blocks`). Kyutai's `moshi_mlx` runs in its
+own environment (`/work/kyenv/bin/python` by default; it pins an older MLX) through a subprocess.
+The last lines give each backend's streaming codes' agreement with ours.
 Prints p50 / p95 milliseconds per frame and the real-time factor (p50 / 80 ms; < 1 keeps up).
 Asserts nothing. Machine noise is large on shared CPUs: compare rows of one run only.
 
 Linux note: the `mlx[cpu]` wheel links the netlib *reference* BLAS, and every float32 matmul (all of
 Mimi's convolutions and linears, see nn/conv.py) goes through it at 1-3 GFLOP/s single-threaded.
-When Debian's OpenBLAS is installed (`apt-get install libopenblas0-pthread`), an extra row runs our
-same code in a subprocess with it preloaded (`LD_PRELOAD=.../openblas-pthread/libblas.so.3`), which
-MLX then calls instead. On macOS MLX uses Accelerate (and Metal), so this does not apply there.
+When Debian's OpenBLAS is installed (`apt-get install libopenblas0-pthread`), a child process repeats
+the ours/rustymimi lockstep with it preloaded (`LD_PRELOAD=.../openblas-pthread/libblas.so.3`), which
+MLX then calls instead (rustymimi has its own GEMM; its row there is the control). In an app,
+`moshi_mlx.codec.prefer_system_blas()` before importing MLX does the same. On macOS MLX uses
+Accelerate (and Metal), so none of this applies there.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 
 FRAME = 1920
 FRAME_MS = 80.0
+LABELS = {"ours": "ours (moshi_mlx)", "rustymimi": "rustymimi (Rust)"}
 
 KYUTAI_SCRIPT = r"""
 import json, sys, time
@@ -54,56 +59,72 @@ print(json.dumps({"enc": enc, "dec": dec, "codes": all_codes, "mlx": mx.__versio
 """
 
 
-def _loop(encode_step, decode_step, pcm: np.ndarray, frames: int, warmup: int) -> dict:
-    enc, dec, all_codes = [], [], []
+def _blocks(steppers: dict, pcm: np.ndarray, frames: int, warmup: int, block: int) -> dict:
+    """Run the backends in turn, `block` frames each, until each has timed `frames` frames.
+
+    Interleaving blocks lets all backends sample the same background load (shared machines are
+    noisy) without running them frame by frame in lockstep, where their BLAS thread pools (which
+    spin while idle) would slow each other down. The first frame of each block is not timed.
+    """
+    res = {name: {"enc": [], "dec": [], "codes": []} for name in steppers}
     n_avail = pcm.shape[-1] // FRAME
-    for i in range(warmup + frames):
-        x = pcm[..., (i % n_avail) * FRAME:][..., :FRAME]
-        t0 = time.perf_counter()
-        codes = encode_step(x)
-        t1 = time.perf_counter()
-        decode_step(codes)
-        t2 = time.perf_counter()
-        all_codes.append(np.asarray(codes).reshape(-1).tolist())
-        if i >= warmup:
-            enc.append(t1 - t0)
-            dec.append(t2 - t1)
-    return {"enc": enc, "dec": dec, "codes": all_codes}
+    pos = dict.fromkeys(steppers, 0)
+    while any(len(r["enc"]) < frames for r in res.values()):
+        for name, (encode_step, decode_step) in steppers.items():
+            for j in range(block + 1):
+                if len(res[name]["enc"]) >= frames:
+                    break
+                i = pos[name]
+                pos[name] += 1
+                x = pcm[..., (i % n_avail) * FRAME:][..., :FRAME]
+                t0 = time.perf_counter()
+                codes = encode_step(x)
+                t1 = time.perf_counter()
+                decode_step(codes)
+                t2 = time.perf_counter()
+                res[name]["codes"].append(np.asarray(codes).reshape(-1).tolist())
+                if i >= warmup and j > 0:
+                    res[name]["enc"].append(t1 - t0)
+                    res[name]["dec"].append(t2 - t1)
+    return res
 
 
-def bench_ours(path: Path, pcm: np.ndarray, args: argparse.Namespace) -> dict:
-    from moshi_mlx.codec import load_mimi
+def bench_in_process(path: Path, pcm: np.ndarray, args: argparse.Namespace) -> dict:
+    """Ours and rustymimi, in interleaved blocks."""
+    steppers = {}
+    if "ours" in args.only:
+        from moshi_mlx.codec import load_mimi
 
-    codec = load_mimi(path, num_codebooks=args.codebooks)
-    state = codec.init_state(1)
-    return _loop(lambda x: codec.encode_step(x, state), lambda c: codec.decode_step(c, state),
-                 pcm, args.frames, args.warmup)
+        codec = load_mimi(path, num_codebooks=args.codebooks)
+        state = codec.init_state(1)
+        steppers["ours"] = (lambda x: codec.encode_step(x, state),
+                            lambda c: codec.decode_step(c, state))
+    if "rustymimi" in args.only:
+        import rustymimi
+
+        tok = rustymimi.Tokenizer(str(path), num_codebooks=args.codebooks)
+        steppers["rustymimi"] = (lambda x: tok.encode_step(np.ascontiguousarray(x)),
+                                 tok.decode_step)
+    return _blocks(steppers, pcm, args.frames, args.warmup, args.block)
 
 
-def bench_ours_openblas(path: Path, args: argparse.Namespace) -> dict | None:
+def bench_openblas(path: Path, args: argparse.Namespace) -> dict | None:
+    """The same, in a child process with Debian's OpenBLAS preloaded for MLX."""
     lib = Path(args.openblas)
     if not lib.exists():
         print(f"(skipping ours + OpenBLAS: {lib} not installed)", file=sys.stderr)
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "ours.json"
-        cmd = [sys.executable, __file__, "--only", "ours", "--checkpoint", str(path), "--json",
-               str(out), "--frames", str(args.frames), "--warmup", str(args.warmup),
-               "--codebooks", str(args.codebooks)]
+        out = Path(tmp) / "child.json"
+        cmd = [sys.executable, __file__, "--only", "ours", "rustymimi", "--checkpoint", str(path),
+               "--json", str(out), "--frames", str(args.frames), "--warmup", str(args.warmup),
+               "--codebooks", str(args.codebooks), "--block", str(args.block)]
         env = dict(os.environ, LD_PRELOAD=str(lib))
         res = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if res.returncode != 0 or not out.exists():
             print(f"(ours + OpenBLAS failed: {res.stderr.strip()[-500:]})", file=sys.stderr)
             return None
-        return next(iter(json.loads(out.read_text()).values()))
-
-
-def bench_rustymimi(path: Path, pcm: np.ndarray, args: argparse.Namespace) -> dict:
-    import rustymimi
-
-    tok = rustymimi.Tokenizer(str(path), num_codebooks=args.codebooks)
-    return _loop(lambda x: tok.encode_step(np.ascontiguousarray(x)), tok.decode_step,
-                 pcm, args.frames, args.warmup)
+        return json.loads(out.read_text())
 
 
 def bench_kyutai(path: Path, pcm_file: Path, args: argparse.Namespace) -> dict | None:
@@ -124,7 +145,7 @@ def _row(name: str, r: dict) -> str:
     tot = np.array(r["enc"]) + np.array(r["dec"])
     p50, p95 = np.percentile(tot, 50) * 1e3, np.percentile(tot, 95) * 1e3
     e50, d50 = np.median(r["enc"]) * 1e3, np.median(r["dec"]) * 1e3
-    return (f"| {name:<28} | {p50:8.1f} | {p95:8.1f} | {e50:8.1f} | {d50:8.1f} | "
+    return (f"| {name:<36} | {p50:8.1f} | {p95:8.1f} | {e50:8.1f} | {d50:8.1f} | "
             f"{p50 / FRAME_MS:5.2f} | {len(tot):3d} |")
 
 
@@ -133,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--kyutai-frames", type=int, default=10, help="Kyutai's is slow: fewer frames")
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--block", type=int, default=10, help="frames per backend turn")
     ap.add_argument("--codebooks", type=int, default=8)
     ap.add_argument("--kyutai-python", default="/work/kyenv/bin/python")
     ap.add_argument("--only", nargs="*", default=["ours", "openblas", "rustymimi", "kyutai"])
@@ -156,14 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         pcm_file = Path(tmp) / "pcm.npy"
         np.save(pcm_file, pcm)
         results: dict[str, dict] = {}
-        if "ours" in args.only:
-            results["ours (moshi_mlx, MLX)"] = bench_ours(path, pcm, args)
+        for name, r in bench_in_process(path, pcm, args).items():
+            results[LABELS[name]] = r
         if "openblas" in args.only and sys.platform == "linux":
-            ob = bench_ours_openblas(path, args)
-            if ob is not None:
-                results["ours + OpenBLAS preloaded"] = ob
-        if "rustymimi" in args.only:
-            results["rustymimi (Rust, candle)"] = bench_rustymimi(path, pcm, args)
+            for label, r in (bench_openblas(path, args) or {}).items():
+                results[label + " + OpenBLAS"] = r
         if "kyutai" in args.only:
             ky = bench_kyutai(path, pcm_file, args)
             if ky is not None:
@@ -172,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nMimi streaming encode+decode per 80 ms frame, batch 1, float32, {args.codebooks} codebooks")
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, mlx {mx.__version__}, "
           f"python {platform.python_version()}, default device {mx.default_device()}")
-    print("| backend                      | p50 ms   | p95 ms   | enc p50  | dec p50  | RTF   | n   |")
-    print("|------------------------------|----------|----------|----------|----------|-------|-----|")
+    print(f"| {'backend':<36} | p50 ms   | p95 ms   | enc p50  | dec p50  | RTF   | n   |")
+    print(f"|{'-' * 38}|----------|----------|----------|----------|-------|-----|")
     for name, r in results.items():
         print(_row(name, r))
     # Code agreement of the streaming runs with ours (same audio, same weights, fresh states).
