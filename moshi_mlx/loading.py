@@ -9,17 +9,34 @@ a json file, an `LmConfig`, or None: then `config.json` of the directory (or nex
 read, else the Moshiko/Moshika v0.1 preset is used.
 
 Quantization is read from the tensors (see `moshi_mlx.quant`); an explicit per-module entry of a
-config's "quantization" block that disagrees with them is an error (mlx-lm semantics otherwise). Loading is strict: one `ValueError` lists every missing, unexpected and
-mis-shaped key with shapes. `dtype`: None computes in the stored dtype; "float32", "bfloat16",
-"float16" cast unquantized parameters and set the activation dtype (`lm.act_dtype`); quantized
-weights stay packed and their scales/biases stay as stored (float32 activations with quantized
-weights are ~8x faster than bf16 ones on MLX's CPU backend, reference.md section 11).
+config's "quantization" block that disagrees with them is an error (mlx-lm semantics otherwise).
+Loading is strict: one `ValueError` lists every missing, unexpected and mis-shaped key with shapes.
+
+`dtype` picks the compute dtype (`lm.act_dtype`: embeddings are cast to it, so it flows through):
+- "float32": full float32 compute: unquantized tensors are cast to float32; quantized weights
+  stay packed (with their scales/biases as stored) and run with float32 activations. On the CPU
+  the float32 Linear weights are also stored column-major (`moshi_mlx.nn.cpu_linear`: same names,
+  shapes and values, ~2x faster matrix-vector products with MLX's reference BLAS).
+- "bfloat16" / "float16": unquantized tensors cast to it, activations in it.
+- "stored": compute in the dtype the weights are stored in (Kyutai's files: bf16).
+- None or "auto" (default): chosen per platform from measurements (reference.md section 11,
+  `benchmarks/bench_lm.py`); parameters stay exactly as stored (the model saves and reports as
+  it was loaded):
+  * Metal (Apple GPU): "stored", i.e. bf16, the fast path there.
+  * CPU: float32 activations. MLX's CPU quantized matmul is ~8x slower with bf16 activations
+    than with float32 ones (float16: 40x), so quantized weights stay packed and get float32
+    inputs. bf16 Linear weights get a float32 column-major compute copy outside the parameter
+    tree (`moshi_mlx.nn.cpu_linear`; a column-major float32 matvec is ~1.7x faster than a bf16
+    one here). Memory cost: 4 bytes per unquantized Linear weight, e.g. a dim-512 model
+    190 -> 570 MB; quantized models barely grow. If that would take more than half the machine's
+    RAM (the full 7B in bf16 on a 24 GB machine), "stored" is used instead.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +46,7 @@ from mlx.utils import tree_flatten
 
 from .config import LmConfig, moshi_v0_1
 from .models.lm import Lm
-from .nn.cpu_linear import has_pretransposed
+from .nn.cpu_linear import add_compute_copies, compute_copy_bytes, relayout_linears
 from .quant import (
     check_spec_matches,
     detect_quantization,
@@ -43,6 +60,8 @@ from .weights.lm import detect_format, map_lm_torch
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
+DTYPE_CHOICES = (None, "auto", "stored", *DTYPES)
+AUTO_RAM_FRACTION = 0.5  # "auto" upcasts to float32 only if the model then fits in this much RAM
 WEIGHT_FILES = ("model.safetensors", "model.q8.safetensors", "model.q4.safetensors")
 INDEX_FILE = "model.safetensors.index.json"
 _MAX_LISTED = 50
@@ -140,11 +159,32 @@ def cast_weights(weights: dict[str, Any], model: nn.Module, dtype: mx.Dtype) -> 
     return out
 
 
+def _ram_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def auto_plan(model: nn.Module) -> str:
+    """What `dtype=None` / "auto" does here: "stored" or "float32-acts" (module docstring)."""
+    if mx.default_device() != mx.cpu:
+        return "stored"
+    size = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    extra = compute_copy_bytes(model)
+    ram = _ram_bytes()
+    if ram is not None and size + extra > AUTO_RAM_FRACTION * ram:
+        log.info("dtype auto: float32 compute copies would need %.1f GB more (model %.1f GB, RAM "
+                 "%.1f GB); computing as stored", extra / 1e9, size / 1e9, ram / 1e9)
+        return "stored"
+    return "float32-acts"
+
+
 def build_lm(weights: dict[str, Any], cfg: LmConfig, dtype: str | None = None,
              source: str = "checkpoint") -> Lm:
     """Weights (either naming) + config -> evaluated `Lm` (strict)."""
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"dtype must be None or one of {list(DTYPES)}, got {dtype!r}")
+    if dtype not in DTYPE_CHOICES:
+        raise ValueError(f"dtype must be one of {list(DTYPE_CHOICES)}, got {dtype!r}")
     if detect_format(weights) == "torch":
         log.info("mapping PyTorch key names")
         weights = map_lm_torch(weights, cfg)
@@ -158,11 +198,20 @@ def build_lm(weights: dict[str, Any], cfg: LmConfig, dtype: str | None = None,
                                                if k in ("group_size", "bits")})
         quantize_lm(model, detected)
     check_weights(model, weights, source)
-    if dtype is not None:
+    if dtype in DTYPES:
         weights = cast_weights(weights, model, DTYPES[dtype])
         model.act_dtype = DTYPES[dtype]
     model.load_weights(list(weights.items()), strict=True)
     mx.eval(model.parameters())
+    if dtype in (None, "auto"):
+        plan = auto_plan(model)
+        log.info("compute dtype auto (%s): %s", mx.default_device(), plan)
+        if plan == "float32-acts":
+            model.act_dtype = mx.float32
+            add_compute_copies(model)
+            relayout_linears(model)
+    elif dtype == "float32":
+        relayout_linears(model)
     return model
 
 
@@ -183,9 +232,6 @@ def save_lm(
     """Write `model` in Kyutai's MLX names (as quantized) + `config.json` with its
     "quantization" block. With `max_shard_gb`, large models are split into
     `model-0000i-of-0000N.safetensors` plus `model.safetensors.index.json`."""
-    if has_pretransposed(model):
-        raise ValueError("this model was converted with pretranspose_linears (inference only); "
-                         "save it before converting")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = dict(tree_flatten(model.parameters()))

@@ -155,17 +155,61 @@ def test_zero_token_embeds_to_zero():
         assert (y[0, 0] == 0).all() and np.abs(y[0, 1:]).min() > 0
 
 
-def test_pretransposed_linears_keep_outputs(tmp_path):
-    from moshi_mlx.nn.cpu_linear import PretransposedLinear, pretranspose_linears
+def test_column_major_linears_keep_outputs_and_names(tmp_path):
+    from moshi_mlx.nn.cpu_linear import is_column_major, relayout_linears
 
     cfg = LmConfig.from_dict(CASES["sched_ls"])
     lm = random_lm(cfg, 21)
+    names = {k: v.shape for k, v in tree_flatten(lm.parameters())}
     codes = mx.array(np.random.default_rng(1).integers(0, cfg.card, (1, 1 + cfg.n_q, 9)))
     want = lm.forward(codes)
-    n = pretranspose_linears(lm, only_on_cpu=False)
+    n = relayout_linears(lm, only_on_cpu=False)
     assert n == 1 + 4 * cfg.num_layers + cfg.dep_q * (2 + 4 * cfg.depformer_num_layers)
-    assert isinstance(lm.text_linear, PretransposedLinear)
+    assert is_column_major(lm.text_linear.weight) and not is_column_major(lm.out_norm.weight)
+    assert {k: v.shape for k, v in tree_flatten(lm.parameters())} == names
     for a, b in zip(lm.forward(codes), want, strict=True):
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="inference only"):
-        save_lm(lm, tmp_path)
+    # Saving writes the same values under the same names; loading gives the same outputs.
+    save_lm(lm, tmp_path)
+    again = moshi_mlx.load_lm(tmp_path, dtype="float32")
+    assert is_column_major(again.text_linear.weight)
+    for a, b in zip(again.forward(codes), want, strict=True):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-5)
+
+
+def test_auto_dtype_per_platform(tmp_path):
+    """CPU: parameters stay as stored; float32 activations, bf16 Linears computed from float32
+    column-major copies outside the parameter tree, quantized weights packed; "stored": bf16."""
+    from moshi_mlx.nn.cpu_linear import is_column_major
+    from moshi_mlx.quant import quantize_lm
+
+    cfg = LmConfig.from_dict(CASES["sched_ls"])
+    lm = random_lm(cfg, 5)
+    lm.set_dtype(mx.bfloat16)
+    save_lm(lm, tmp_path / "bf16")
+    lm_bf16_params = lm.parameters()
+    quantize_lm(lm, {"group_size": 32, "bits": 4})
+    save_lm(lm, tmp_path / "q4")
+    assert mx.default_device() == mx.cpu  # the test machines; Metal would pick "stored"
+    auto = moshi_mlx.load_lm(tmp_path / "bf16")
+    assert auto.act_dtype == mx.float32 and auto.text_linear.weight.dtype == mx.bfloat16
+    assert {k: v.dtype for k, v in tree_flatten(auto.parameters())} == \
+        {k: v.dtype for k, v in tree_flatten(lm_bf16_params)}
+    copy = auto.transformer.layers[0].self_attn.in_proj["_compute"]
+    assert copy.dtype == mx.float32 and is_column_major(copy)
+    stored = moshi_mlx.load_lm(tmp_path / "bf16", dtype="stored")
+    assert stored.act_dtype is None and stored.text_linear.weight.dtype == mx.bfloat16
+    q = moshi_mlx.load_lm(tmp_path / "q4", dtype="auto")
+    assert q.act_dtype == mx.float32 and q.text_linear.weight.dtype == mx.uint32
+    assert q.out_norm.weight.dtype == mx.bfloat16
+    # New weights drop the copies (never stale).
+    auto2 = moshi_mlx.load_lm(tmp_path / "bf16")
+    auto2.load_weights(list(tree_flatten(lm_bf16_params)))
+    assert "_compute" not in auto2.text_linear
+    codes = mx.array(np.random.default_rng(2).integers(0, cfg.card, (1, 1 + cfg.n_q, 6)))
+    f32 = moshi_mlx.load_lm(tmp_path / "bf16", dtype="float32")
+    for a, b, c in zip(auto.forward(codes), f32.forward(codes), stored.forward(codes), strict=True):
+        assert a.dtype == mx.float32 and c.dtype == mx.bfloat16
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+        a, c = np.array(a), np.array(c.astype(mx.float32))
+        assert np.nanmean(np.abs(a - c)) < 0.15 * np.nanmean(np.abs(a))  # bf16 rounding, random model

@@ -93,7 +93,8 @@ def test_quantization_detected_from_tensors(bits, group_size, tmp_path):
     quantize_lm(lm, {"group_size": group_size, "bits": bits})
     # A file name with no hint and a config with no "quantization" block.
     mx.save_safetensors(str(tmp_path / "weights.safetensors"), dict(tree_flatten(lm.parameters())))
-    loaded = load_lm(tmp_path / "weights.safetensors", config=kwargs)
+    loaded = load_lm(tmp_path / "weights.safetensors", config=kwargs, dtype="stored")
+    assert loaded.act_dtype is None
     q = quantized_modules(loaded)
     assert q == quantized_modules(lm)
     assert len(q) == 2 + cfg.n_q + 4 * cfg.num_layers + cfg.dep_q * (3 + 4 * cfg.depformer_num_layers)

@@ -22,6 +22,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import LmConfig
+from ..nn.cpu_linear import Linear
 from ..nn.embedding import ScaledEmbedding
 from ..nn.kv_cache import ConcatenateKVCache
 from ..nn.transformer import Transformer, TransformerConfig
@@ -52,10 +53,10 @@ class DepformerSlice(nn.Module):
 
     def __init__(self, cfg: LmConfig, in_vocab: int):
         super().__init__()
-        self.linear_in = nn.Linear(cfg.dim, cfg.depformer_dim, bias=False)
+        self.linear_in = Linear(cfg.dim, cfg.depformer_dim, bias=False)
         self.emb = ScaledEmbedding(in_vocab, cfg.depformer_dim)
         self.transformer = Transformer(depformer_config(cfg))
-        self.linear_out = nn.Linear(cfg.depformer_dim, cfg.card, bias=False)
+        self.linear_out = Linear(cfg.depformer_dim, cfg.card, bias=False)
 
 
 class Depformer(nn.Module):

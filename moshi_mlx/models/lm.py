@@ -39,6 +39,7 @@ import mlx.nn as nn
 
 from ..config import LmConfig
 from ..delays import delay_codes, initial_tokens, undelay
+from ..nn.cpu_linear import Linear, drop_compute_copies
 from ..nn.embedding import ScaledEmbedding
 from ..nn.transformer import Transformer, make_norm
 from .depformer import Depformer, StepSampler
@@ -54,8 +55,14 @@ class Lm(nn.Module):
         self.audio_embs = [ScaledEmbedding(cfg.card + 1, cfg.dim) for _ in range(cfg.n_q)]
         self.transformer = Transformer(temporal_config(cfg))
         self.out_norm = make_norm(cfg.norm, cfg.dim)
-        self.text_linear = nn.Linear(cfg.dim, cfg.text_card, bias=False)
+        self.text_linear = Linear(cfg.dim, cfg.text_card, bias=False)
         self.depformer = Depformer(cfg)
+
+    def update(self, parameters: dict, strict: bool = True) -> Lm:
+        """`nn.Module.update` (also behind `load_weights`, `set_dtype`); drops the CPU compute
+        copies of Linear weights (`moshi_mlx.nn.cpu_linear`) so they never go stale."""
+        drop_compute_copies(self)
+        return super().update(parameters, strict=strict)
 
     # Sizes -----------------------------------------------------------------------------------
     @property

@@ -1,54 +1,106 @@
-"""Inference-only float32 Linear layers with pre-transposed weights, for MLX's CPU backend.
+"""Fast float32 Linear weights on MLX's CPU backend: column-major storage, or a compute copy.
 
-MLX's Linear computes `x @ W.T` with W stored [out, in] (the checkpoint layout). On the CPU
-backend float32 matmuls go through the wheel's reference BLAS, where a matrix-vector product with
-the transposed operand is ~2x slower than with a contiguous [in, out] matrix (measured here,
-mlx[cpu] 0.32.4: 1536x512 0.62 -> 0.27 ms, 32000x512 18 -> 12 ms). bf16 and quantized matmuls use
-MLX's own kernels and gain nothing, and on Metal `x @ W.T` is already the fast path.
+MLX's Linear computes `x @ W.T` with W [out, in] (the checkpoint layout). On the CPU backend
+float32 matmuls go through the wheel's reference BLAS, where a matrix-vector product with a
+row-major W (the transposed operand) is about 2x slower than with a contiguous [in, out] matrix
+(measured here, mlx[cpu] 0.32.4, ms per call: 1536x512 0.63 -> 0.27, 32000x512 13.0 -> 7.9,
+12288x4096 42.7 -> 22.6; bf16 `x @ W.T` takes 37.5 on the last one, a quantized matmul with
+float32 inputs 43.7). bf16 and quantized matmuls use MLX's own kernels and gain nothing from a
+layout, and on Metal `x @ W.T` is already the fast path.
 
-`pretranspose_linears(model)` swaps every float32 `nn.Linear` for a `PretransposedLinear` holding
-`weight_t` [in, out]. Outputs are unchanged up to float32 rounding. The swap changes parameter
-names, so a converted model is for inference only: `save_lm` refuses it, and quantize first if
-you want both (quantized layers are left alone).
+Two tools, both keeping parameter names, shapes and values (outputs within float32 rounding), so
+`save_lm`, `nn.quantize` and `load_weights` work as before:
+- `relayout_linears(model)`: every float32 Linear weight is stored column-major (a transposed view
+  of a contiguous [in, out] buffer), so `W.T` inside `nn.Linear` is contiguous. Same memory.
+- `add_compute_copies(model)`: every non-float32 (bf16) `Linear` of this module gets a float32
+  column-major copy kept outside the parameter tree (`_compute`, underscore names are not
+  parameters in MLX), used for float32 inputs. The stored bf16 weight stays the parameter, so the
+  model still saves and reports as bf16; memory: 4 extra bytes per weight (3x a bf16 model).
+  `Linear.update` and `Lm.update` (hence `load_weights`, `set_dtype`) drop the copies, so new
+  weights never meet a stale copy; call `add_compute_copies` again afterwards.
 """
 
 from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_unflatten
 
 
-class PretransposedLinear(nn.Module):
-    """`y = x @ weight_t (+ bias)` with `weight_t` = W.T stored contiguous [in, out]."""
+def column_major(w: mx.array) -> mx.array:
+    """The same [out, in] matrix, stored as a contiguous [in, out] buffer (a transposed view)."""
+    return mx.contiguous(w.T).T
 
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.weight_t = mx.contiguous(linear.weight.T)
-        if "bias" in linear:
-            self.bias = linear.bias
+
+def is_column_major(w: mx.array) -> bool:
+    """True when `w` [out, in] is stored column-major (its transpose is row-contiguous)."""
+    if w.ndim != 2:
+        return False
+    mx.eval(w)
+    return memoryview(w).strides == (w.itemsize, w.itemsize * w.shape[0])
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` that uses its float32 compute copy (see the module docstring) when it has one."""
+
+    def add_compute_copy(self) -> bool:
+        """Make the float32 column-major copy of a non-float32 weight; False if not applicable."""
+        w = self["weight"]
+        if w.dtype == mx.float32 or not mx.issubdtype(w.dtype, mx.floating):
+            return False
+        self._compute = column_major(w.astype(mx.float32))
+        mx.eval(self._compute)
+        return True
+
+    def drop_compute_copy(self) -> None:
+        self.pop("_compute", None)
+
+    def update(self, parameters: dict, strict: bool = True) -> Linear:
+        self.drop_compute_copy()
+        return super().update(parameters, strict=strict)
 
     def __call__(self, x: mx.array) -> mx.array:
-        y = x @ self.weight_t
-        return y + self.bias if "bias" in self else y
+        w = self.get("_compute")
+        if w is None or x.dtype != mx.float32:
+            return super().__call__(x)
+        if "bias" in self:
+            return mx.addmm(self["bias"].astype(mx.float32), x, w.T)
+        return x @ w.T
 
 
-def pretranspose_linears(model: nn.Module, only_on_cpu: bool = True) -> int:
-    """Swap float32 `nn.Linear` layers in place; returns how many were swapped.
+def add_compute_copies(model: nn.Module) -> int:
+    """Give every bf16/fp16 `Linear` of `model` a float32 compute copy; returns how many."""
+    return sum(m.add_compute_copy() for _, m in model.named_modules() if isinstance(m, Linear))
+
+
+def drop_compute_copies(model: nn.Module) -> None:
+    for _, m in model.named_modules():
+        if isinstance(m, Linear):
+            m.drop_compute_copy()
+
+
+def compute_copy_bytes(model: nn.Module) -> int:
+    """Bytes `add_compute_copies` would add."""
+    return sum(4 * m.weight.size for _, m in model.named_modules()
+               if isinstance(m, Linear) and m.weight.dtype in (mx.bfloat16, mx.float16))
+
+
+def relayout_linears(model: nn.Module, only_on_cpu: bool = True) -> int:
+    """Store every float32 `nn.Linear` weight of `model` column-major; returns how many.
 
     With `only_on_cpu` (default) nothing happens unless MLX's default device is the CPU.
+    Quantized and non-float32 layers are left alone.
     """
     if only_on_cpu and mx.default_device() != mx.cpu:
         return 0
-    swaps = [
-        (path, PretransposedLinear(m)) for path, m in model.named_modules()
-        if type(m) is nn.Linear and m.weight.dtype == mx.float32
-    ]
-    if swaps:
-        model.update_modules(tree_unflatten(swaps))
-        mx.eval(model.parameters())
-    return len(swaps)
+    n = 0
+    for _, m in model.named_modules():
+        if isinstance(m, nn.Linear) and m.weight.dtype == mx.float32:
+            if not is_column_major(m.weight):
+                m.weight = column_major(m.weight)
+                mx.eval(m.weight)  # one at a time: peak memory grows by one matrix, not the model
+            n += 1
+    return n
 
 
-def has_pretransposed(model: nn.Module) -> bool:
-    return any(isinstance(m, PretransposedLinear) for _, m in model.named_modules())
+# Former name (benchmarks/bench_lm.py's "float32T" row).
+pretranspose_linears = relayout_linears

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
+from .cpu_linear import Linear
 from .kv_cache import Cache, attention_mask, make_kv_caches
 
 NORMS = ("rms_norm_f32", "rms_norm", "layer_norm", "layer_norm_f32")
@@ -148,8 +149,8 @@ class GatedMLP(nn.Module):
 
     def __init__(self, dim: int, hidden: int, activation: str, bias: bool = False):
         super().__init__()
-        self.linear_in = nn.Linear(dim, 2 * hidden, bias=bias)
-        self.linear_out = nn.Linear(hidden, dim, bias=bias)
+        self.linear_in = Linear(dim, 2 * hidden, bias=bias)
+        self.linear_out = Linear(hidden, dim, bias=bias)
         self.activation = activation
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -163,8 +164,8 @@ class MLP(nn.Module):
 
     def __init__(self, dim: int, hidden: int, bias: bool = False):
         super().__init__()
-        self.linear1 = nn.Linear(dim, hidden, bias=bias)
-        self.linear2 = nn.Linear(hidden, dim, bias=bias)
+        self.linear1 = Linear(dim, hidden, bias=bias)
+        self.linear2 = Linear(hidden, dim, bias=bias)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.linear2(nn.gelu(self.linear1(x)))
@@ -179,8 +180,8 @@ class Attention(nn.Module):
         self.num_heads = cfg.num_heads
         self.head_dim = cfg.head_dim
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
-        self.in_proj = nn.Linear(d, 3 * d, bias=cfg.bias_attn)
-        self.out_proj = nn.Linear(d, d, bias=cfg.bias_attn)
+        self.in_proj = Linear(d, 3 * d, bias=cfg.bias_attn)
+        self.out_proj = Linear(d, d, bias=cfg.bias_attn)
         self.rope = (
             nn.RoPE(cfg.head_dim, traditional=True, base=cfg.max_period)
             if cfg.positional_embedding == "rope" else None
