@@ -22,6 +22,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ...config import MimiConfig
+from ...nn.conv import as_matrix
 from ...nn.transformer import Transformer, TransformerConfig
 
 State = dict[str, Any]
@@ -30,9 +31,10 @@ State = dict[str, Any]
 class NNLinear(nn.Linear):
     """`nn.Linear` (same `weight` [out, in]) that multiplies by a cached contiguous `weight.T`.
 
-    MLX's CPU float32 matmul goes through the wheel's reference BLAS, where `x @ W.T` (a transposed
-    operand) runs about 2.5x slower than `x @ Wt` with `Wt` stored `[in, out]`. Local adapter
-    around the shared transformer's layers; `Mimi.prepare()` fills the cache before compiling.
+    MLX's CPU float32 matmul goes through the wheel's reference BLAS on Linux, where `x @ W.T` (a
+    transposed operand) runs about 2.5x slower than `x @ Wt` with `Wt` stored `[in, out]` (on macOS
+    `as_matrix` keeps the free view instead). Local adapter around the shared transformer's layers;
+    `Mimi.prepare()` fills the cache before compiling.
     """
 
     def __init__(self, input_dims: int, output_dims: int, bias: bool = True):
@@ -42,7 +44,7 @@ class NNLinear(nn.Linear):
     def matrix(self) -> mx.array:
         w = self.weight
         if self._wt is None or self._wt[0] is not w:
-            self._wt = (w, mx.contiguous(w.T))
+            self._wt = (w, as_matrix(w.T))
         return self._wt[1]
 
     def __call__(self, x: mx.array) -> mx.array:
