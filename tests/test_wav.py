@@ -109,3 +109,22 @@ def test_clear_errors(tmp_path):
             read_wav(tmp_path / name)
         assert name in str(err.value)
         assert isinstance(err.value, ValueError)
+
+
+def test_interoperates_with_the_stdlib_wave_module(tmp_path):
+    import wave
+
+    x = tone(523, 16000, 0.25, amp=0.4)
+    with wave.open(str(tmp_path / "std.wav"), "wb") as w:  # written by another tool
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.round(x * 32767).astype("<i2").tobytes())
+    y = read_wav(tmp_path / "std.wav", 24000)
+    assert abs(y.size - 6000) <= 1
+    core = slice(300, y.size - 300)
+    assert np.abs(y[core] - tone(523, 24000, 0.25, amp=0.4)[: y.size][core]).max() < 2e-3
+    write_wav(tmp_path / "ours.wav", np.stack([y, y]), 24000)
+    with wave.open(str(tmp_path / "ours.wav"), "rb") as r:  # and ours is read by it
+        assert (r.getnchannels(), r.getsampwidth(), r.getframerate(), r.getnframes()) == (
+            2, 2, 24000, y.size)
