@@ -14,9 +14,9 @@ Asserts nothing. Machine noise is large on shared CPUs: compare rows of one run 
 Linux note: the `mlx[cpu]` wheel links the netlib *reference* BLAS, and every float32 matmul (all of
 Mimi's convolutions and linears, see nn/conv.py) goes through it at 1-3 GFLOP/s single-threaded.
 When Debian's OpenBLAS is installed (`apt-get install libopenblas0-pthread`), a child process repeats
-the ours/rustymimi lockstep with it preloaded (`LD_PRELOAD=.../openblas-pthread/libblas.so.3`), which
-MLX then calls instead (rustymimi has its own GEMM; its row there is the control). In an app,
-`moshi_mlx.codec.prefer_system_blas()` before importing MLX does the same. On macOS MLX uses
+the ours/rustymimi blocks after `moshi_mlx.codec.prefer_system_blas()` (called before MLX is
+imported; same effect as `LD_PRELOAD=.../openblas-pthread/libblas.so.3`), so MLX calls OpenBLAS
+instead (rustymimi has its own GEMM; its row there is the control). On macOS MLX uses
 Accelerate (and Metal), so none of this applies there.
 """
 
@@ -109,18 +109,19 @@ def bench_in_process(path: Path, pcm: np.ndarray, args: argparse.Namespace) -> d
 
 
 def bench_openblas(path: Path, args: argparse.Namespace) -> dict | None:
-    """The same, in a child process with Debian's OpenBLAS preloaded for MLX."""
-    lib = Path(args.openblas)
-    if not lib.exists():
-        print(f"(skipping ours + OpenBLAS: {lib} not installed)", file=sys.stderr)
+    """The same, in a child process where MLX uses the system OpenBLAS (`prefer_system_blas`)."""
+    from moshi_mlx.codec import OPENBLAS_CANDIDATES
+
+    if not any(Path(c).exists() for c in OPENBLAS_CANDIDATES):
+        print("(skipping ours + OpenBLAS: libopenblas0-pthread not installed)", file=sys.stderr)
         return None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "child.json"
-        cmd = [sys.executable, __file__, "--only", "ours", "rustymimi", "--checkpoint", str(path),
+        cmd = [sys.executable, __file__, "--system-blas", "--only", "ours", "rustymimi",
+               "--checkpoint", str(path),
                "--json", str(out), "--frames", str(args.frames), "--warmup", str(args.warmup),
                "--codebooks", str(args.codebooks), "--block", str(args.block)]
-        env = dict(os.environ, LD_PRELOAD=str(lib))
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0 or not out.exists():
             print(f"(ours + OpenBLAS failed: {res.stderr.strip()[-500:]})", file=sys.stderr)
             return None
@@ -158,10 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--codebooks", type=int, default=8)
     ap.add_argument("--kyutai-python", default="/work/kyenv/bin/python")
     ap.add_argument("--only", nargs="*", default=["ours", "openblas", "rustymimi", "kyutai"])
-    ap.add_argument("--openblas", default="/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3")
     ap.add_argument("--checkpoint", help="use this released-layout file instead of a random one")
     ap.add_argument("--json", help="also write the raw timings here")
+    ap.add_argument("--system-blas", action="store_true",
+                    help="call moshi_mlx.codec.prefer_system_blas() before importing MLX")
     args = ap.parse_args(argv)
+    if args.system_blas:
+        from moshi_mlx.codec import prefer_system_blas
+
+        if prefer_system_blas() is None:
+            print("no system BLAS loaded", file=sys.stderr)
+            return 1
 
     import mlx.core as mx
 
