@@ -125,3 +125,30 @@ def test_long_stream_past_context_keeps_flat_state_and_equals_batch(small):
     audio, state = _decode_chunks(model, codes, [1] * n)
     assert np.abs(audio - np.array(model.decode(codes))).max() <= TOL
     assert mx.array(audio).shape == (1, 1, n * fs)
+
+
+def test_real_context_rolls_over_like_one_full_pass(monkeypatch):
+    """Context 250 positions (the real value) on a tiny model: 130 one-frame steps (260 positions)
+    through the window cache equal one full pass with the windowed causal mask."""
+    import dataclasses
+
+    from moshi_mlx.config import MimiConfig
+    from moshi_mlx.models.mimi import mimi as mimi_mod
+    from moshi_mlx.models.mimi.synthetic import random_model, speech_like_signal
+
+    cfg = dataclasses.replace(
+        MimiConfig(), n_filters=4, dimension=16, ratios=(4, 3, 2), transformer_num_heads=2,
+        transformer_num_layers=2, transformer_dim_feedforward=32, transformer_context=250,
+        quantizer_dimension=8, quantizer_n_q=3, quantizer_bins=32, frame_rate=24000 / 24 / 2,
+    )
+    model = random_model(cfg, seed=4)
+    n = 130
+    pcm = speech_like_signal(n * cfg.frame_size, cfg.sample_rate, seed=4)
+    monkeypatch.setattr(mimi_mod, "CHUNK_FRAMES", 10_000)  # one pass: [260, 249 + 260] mask
+    codes_full = np.array(model.encode(pcm))
+    audio_full = np.array(model.decode(codes_full))
+    codes, _ = _encode_chunks(model, pcm, [1] * n)
+    np.testing.assert_array_equal(codes, codes_full)
+    audio, _ = _decode_chunks(model, codes_full, [1] * n)
+    assert np.abs(audio - audio_full).max() <= TOL
+    assert len(np.unique(codes_full)) > 5  # codes vary, so the comparison means something
