@@ -187,7 +187,12 @@ class RustyMimiCodec:
     backend = "rustymimi"
 
     def __init__(self, path: str | Path, num_codebooks: int = 8):
-        import rustymimi
+        try:
+            import rustymimi
+        except ImportError as e:
+            raise ImportError(
+                "backend='rustymimi' needs the rustymimi package (pip install rustymimi)"
+            ) from e
 
         self._rustymimi = rustymimi
         self.path = str(find_mimi_file(path))
@@ -258,7 +263,9 @@ def load_mimi(
     if backend == "mlx":
         return MimiCodec(load_mimi_model(path, config), num_codebooks)
     if backend == "rustymimi":
-        if config is not None and _as_config(config) != mimi_202407(_as_config(config).quantizer_n_q):
-            raise ValueError("the rustymimi backend only supports the released Mimi configuration")
+        cfg = _as_config(config) or _dir_config(Path(path))
+        if cfg is not None and cfg != mimi_202407(cfg.quantizer_n_q):
+            raise ValueError("the rustymimi backend only supports the released Mimi configuration "
+                             "(this one is a different size); use backend='mlx'")
         return RustyMimiCodec(path, num_codebooks)
     raise ValueError(f"unknown Mimi backend {backend!r}; choose one of {BACKENDS}")

@@ -76,6 +76,8 @@ def test_config_keyword_mlx_names_and_errors(tiny_dir, tmp_path):
         load_mimi(tmp_path / "missing")
     with pytest.raises(ValueError, match="rustymimi"):
         load_mimi(d, backend="rustymimi", config=TINY)
+    with pytest.raises(ValueError, match="rustymimi"):
+        load_mimi(d, backend="rustymimi")  # the directory's config.json says it is small
     with pytest.raises(ValueError, match=r"\[B, 1, N\]"):
         codec.encode(np.zeros((1, 48), np.float32))
     assert stored_codebooks(["quantizer.rvq_rest.vq.layers.6._codebook.embedding_sum"]) == 8
