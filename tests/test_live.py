@@ -128,11 +128,12 @@ def test_resampled_devices_through_pulseaudio(pulse_server, monkeypatch):  # noq
 
 
 def test_recovers_after_a_slow_model_through_pulseaudio(pulse_server):  # noqa: F811
-    """A model stalling for ~1 s: old input is dropped (counted lost), then the lag shrinks back."""
+    """A model stalling for ~1 s: old input is dropped (counted lost), then the output backlog
+    shrinks back by skipping quiet frames."""
     with live.LiveAudio("pulse", "pulse", max_lag_frames=4) as audio:
         assert audio.read_frame(timeout=5.0) is not None
         time.sleep(1.0)  # the model thread stalls: ~12 frames arrive, only 4 are kept
-        lost = audio.stats.lost_frames
+        lost = audio.stats.dropped_input
         assert lost >= 5 and audio._in_q.qsize() <= 4
         for _ in range(4):  # the model catches up in a burst: its backlog moves to the output
             audio.write_frame(audio.read_frame(timeout=2.0))
@@ -142,4 +143,5 @@ def test_recovers_after_a_slow_model_through_pulseaudio(pulse_server):  # noqa: 
             assert frame is not None
             audio.write_frame(frame)
         assert audio._in_q.qsize() <= 1 and len(audio._out) <= 3  # target + 1 slack + this one
-        assert lost < audio.stats.lost_frames <= lost + 4
+        assert 1 <= audio.stats.skipped_quiet <= 4  # silent mic frames: skipped, not lost
+        assert audio.stats.dropped_input == lost  # no more input drops once the model keeps up

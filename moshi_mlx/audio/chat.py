@@ -168,7 +168,7 @@ def _save(session: _Session, settings: Settings, opts: ChatOptions, interrupted:
         output_frames=a.stats.output_frames if a else 0,
         dropped_input=a.stats.dropped_input if a else 0,
         dropped_output=a.stats.dropped_output if a else 0,
-        trimmed_output=a.stats.trimmed_output if a else 0,
+        skipped_quiet=a.stats.skipped_quiet if a else 0,
         input_overflows=a.stats.input_overflows if a else 0,
         output_underflows=a.stats.output_underflows if a else 0,
         input_rate=a.input_rate if a else None, output_rate=a.output_rate if a else None,

@@ -14,8 +14,9 @@ Design (the reasons are latency and robustness):
 - Output jitter buffer: playback starts (and restarts after an underrun) once `jitter_frames` frames
   are queued; a callback that finds nothing counts a `late_frame` and plays silence; frames beyond
   `max_lag_frames` queued are dropped (lost) to bound latency, and a backlog above `jitter_frames`
-  + 1 that lasts ~1 s (after a stall the model catches up in a burst) is trimmed one frame at a time,
-  so the latency returns to its target.
+  + 1 that lasts ~1 s (after a stall the model catches up in a burst) is trimmed by skipping quiet
+  frames (peak < -40 dBFS, counted in `skipped_quiet`, not lost), so the latency returns to its
+  target during Moshi's pauses without cutting its speech.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000
 FRAME_SIZE = 1920  # 24000 Hz / 12.5 Hz Mimi frame rate
-DRIFT_CALLBACKS = 12  # ~1 s of output backlog over the jitter target before trimming a frame
+DRIFT_CALLBACKS = 12  # ~1 s of output backlog over the jitter target before skipping a frame
+QUIET_PEAK = 0.01  # -40 dBFS: a block this quiet can be skipped without an audible cut
 
 
 class AudioDeviceError(RuntimeError):
@@ -92,14 +94,14 @@ class AudioStats:
     late_frames: int = 0  # output callback found no frame ready (played silence)
     dropped_input: int = 0  # mic frames dropped because the model fell behind
     dropped_output: int = 0  # Moshi frames dropped because the output buffer was full
-    trimmed_output: int = 0  # Moshi frames dropped to bring a lasting backlog back to target
+    skipped_quiet: int = 0  # quiet output frames skipped to bring a lasting backlog back to target
     input_overflows: int = 0  # PortAudio status flags
     output_underflows: int = 0
 
     @property
     def lost_frames(self) -> int:
-        """Frames dropped anywhere to bound the lag."""
-        return self.dropped_input + self.dropped_output + self.trimmed_output
+        """Frames with sound dropped to bound the lag (skipped quiet frames are not lost)."""
+        return self.dropped_input + self.dropped_output
 
 
 def list_devices() -> str:
@@ -170,6 +172,7 @@ class LiveAudio:
         self.stats = AudioStats()
         self._in_q: queue.Queue[np.ndarray] = queue.Queue()
         self._out: collections.deque[np.ndarray] = collections.deque()
+        self._quiet: collections.deque[bool] = collections.deque()  # per queued block, same order
         self._playing = False
         self._over = 0  # consecutive callbacks that left more than jitter_frames queued
         self._streams: list[Any] = []
@@ -197,14 +200,16 @@ class LiveAudio:
             self._playing = True
         if self._playing and self._out:
             outdata[:, 0] = self._out.popleft()
+            self._quiet.popleft()
             self.stats.output_frames += 1
-            # Latency drift: a backlog of 2+ frames over the target that persists (e.g. after the
-            # model caught up from a stall) is trimmed by one frame per DRIFT_CALLBACKS callbacks;
-            # transient bursts, and one frame of slack from bursty device clocks, are kept.
+            # Latency drift: a backlog of 2+ frames over the target that lasts ~1 s (e.g. after
+            # the model caught up from a stall) is trimmed by skipping a *quiet* frame, so the
+            # latency comes back during Moshi's pauses without cutting its speech.
             self._over = self._over + 1 if len(self._out) > self.jitter_frames + 1 else 0
-            if self._over >= DRIFT_CALLBACKS:
+            if self._over >= DRIFT_CALLBACKS and self._quiet and self._quiet[0]:
                 self._out.popleft()
-                self.stats.trimmed_output += 1
+                self._quiet.popleft()
+                self.stats.skipped_quiet += 1
                 self._over = 0
         else:
             outdata.fill(0)
@@ -287,7 +292,9 @@ class LiveAudio:
         pcm = np.asarray(pcm, np.float32).reshape(-1)
         self.output_level = float(np.sqrt(np.mean(np.square(pcm)))) if pcm.size else 0.0
         for block in self._chunk_out.push(self._resample_out(pcm)):
+            self._quiet.append(bool(np.abs(block).max(initial=0.0) < QUIET_PEAK))
             self._out.append(block)
             if len(self._out) > self.max_lag_frames:
                 self._out.popleft()
+                self._quiet.popleft()
                 self.stats.dropped_output += 1
