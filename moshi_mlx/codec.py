@@ -6,6 +6,7 @@
     state = codec.init_state(batch_size=1)
     codes = codec.encode_step(frame, state)    # [B, 1, n * 1920] -> [B, K, n]
     frame = codec.decode_step(codes, state)    # [B, K, n] -> [B, 1, n * 1920]
+    codec.warmup()                       # optional: compile the one-frame steps ahead of time
 
 Inputs may be NumPy or MLX arrays. Outputs are always NumPy (`float32` audio, `int32` codes) for
 both backends, so callers can switch backends without touching their code. Each state is an
@@ -170,6 +171,11 @@ class MimiCodec:
     def decode_step(self, codes: Any, state: Any) -> np.ndarray:
         return np.asarray(self.model.decode_step(codes, state), dtype=np.float32)
 
+    def warmup(self, batch_size: int = 1) -> None:
+        """Trace and compile the one-frame steps now (on CPU the first compile also builds kernels,
+        seconds on a cold cache), so a live session's first frame is not late."""
+        _warmup(self, batch_size)
+
 
 @dataclasses.dataclass
 class RustyState:
@@ -228,6 +234,10 @@ class RustyMimiCodec:
             return np.zeros((x.shape[0], self.num_codebooks, 0), dtype=np.int32)
         return np.asarray(out).astype(np.int32)
 
+    def warmup(self, batch_size: int = 1) -> None:
+        """One frame through a throwaway stream (same interface as the MLX backend)."""
+        _warmup(self, batch_size)
+
     def decode_step(self, codes: Any, state: RustyState) -> np.ndarray:
         c = _codes_u32(codes)
         out = state.tokenizer.decode_step(c)
@@ -235,6 +245,12 @@ class RustyMimiCodec:
         if out is None:
             return np.zeros((c.shape[0], 1, 0), dtype=np.float32)
         return np.asarray(out, dtype=np.float32)
+
+
+def _warmup(codec: Any, batch_size: int) -> None:
+    state = codec.init_state(batch_size)
+    codes = codec.encode_step(np.zeros((batch_size, 1, codec.frame_size), np.float32), state)
+    codec.decode_step(codes, state)
 
 
 def _pcm_np(pcm: Any) -> np.ndarray:

@@ -57,6 +57,8 @@ def test_load_directory_and_numpy_outputs(tiny_dir):
     out = [codec.decode_step(codes[..., i:i + 1], state) for i in range(10)]
     assert all(o.dtype == np.float32 for o in out)
     np.testing.assert_allclose(np.concatenate(out, -1), audio, atol=1e-5)
+    codec.warmup(2)  # a throwaway stream: the states above are untouched
+    assert state.frames_encoded == 10
     # odd lengths are right-padded to whole frames in batch mode (PyTorch's rule)
     assert codec.encode(pcm[..., :100]).shape == (2, 3, 3)
 
@@ -112,6 +114,7 @@ def test_rustymimi_backend_agrees_with_ours(full_size):
     assert np.abs(a_ours - a_rust).max() <= AUDIO_TOL
     # same streaming interface; each rustymimi state is its own fresh tokenizer
     for codec in (ours, rust):
+        codec.warmup()
         s1, s2 = codec.init_state(), codec.init_state()
         got = []
         for i in range(4):
