@@ -13,6 +13,10 @@ Writes to tests/golden/data/:
   PyTorch's codes (full-sequence `encode`, all codebooks and a smaller count) and decoded audio, plus
   PyTorch's streaming outputs (one frame per call), and `mimi_{name}.json` with the MimiConfig fields.
 
+`--full-size-check CKPT PCM.npy OUT.npz` instead runs PyTorch and rustymimi on a full-size random
+checkpoint (e.g. from `moshi_mlx.models.mimi.synthetic.write_random_checkpoint`) for a one-off
+comparison with ours at the real shape (the numbers quoted in tests/test_codec.py).
+
 Fresh torch codebooks are "uninitialized" (all zero, every code would be 0): each level gets vectors
 drawn from its actual residuals plus noise (like a k-means init, so codes vary), random cluster usage,
 and `_initialized = 1`.
@@ -172,7 +176,39 @@ DILATED = dataclasses.replace(
     quantizer_dimension=8, quantizer_n_q=3, quantizer_bins=32, frame_rate=24000 / 10 / 2,
 )
 
+def full_size_check(checkpoint: str, pcm_file: str, out_file: str) -> None:
+    """PyTorch and rustymimi on a full-size released-layout file (any codebook count): codes and
+    audio to `out_file` (.npz), compared with ours by the caller. Not a golden (too large)."""
+    import copy
+
+    import rustymimi
+    from safetensors.torch import load_file
+
+    state = load_file(checkpoint)
+    n_q = 1 + sum(k.startswith("quantizer.rvq_rest.") and k.endswith(".embedding_sum") for k in state)
+    cfg = copy.deepcopy(loaders._mimi_config)
+    cfg["quantizer"]["n_q"] = n_q
+    model = loaders.get_mimi(None, cfg, device="cpu", num_codebooks=8)
+    model.load_state_dict(state)
+    pcm = torch.from_numpy(np.load(pcm_file))
+    with torch.no_grad():
+        codes = model.encode(pcm)
+        audio = model.decode(codes)
+    tok = rustymimi.Tokenizer(checkpoint, num_codebooks=8)
+    r_codes = tok.encode(pcm.numpy())
+    r_audio = tok.decode(r_codes)
+    np.savez(out_file, pt_codes=codes.numpy(), pt_audio=audio.numpy(), rust_codes=r_codes,
+             rust_audio=r_audio)
+    print(f"PyTorch vs rustymimi: codes equal {np.mean(codes.numpy() == r_codes):.4f}, "
+          f"audio max diff {np.abs(audio.numpy() - r_audio).max():.2e}, "
+          f"rms {audio.pow(2).mean().sqrt().item():.3f}")
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--full-size-check":
+        # /work/refenv/bin/python tests/golden/make_golden_mimi.py --full-size-check CKPT PCM.npy OUT.npz
+        full_size_check(*sys.argv[2:])
+        raise SystemExit(0)
     OUT.mkdir(parents=True, exist_ok=True)
     write_manifest()
     make_case("small", SMALL, frames=16, batch=2, n_q_small=3, seed=1)
