@@ -5,10 +5,10 @@ token and, once the acoustic delay allows, Moshi's 8 codes) -> Mimi `decode_step
 samples). No threads, devices or UI here: the live chat, file mode, the benchmarks and the tests all
 drive `Conversation.step` and consume the typed events it returns.
 
-Timing convention (reference.md section 3, the MLX/Rust one the engine follows): the user frame fed at
-step s is consumed one step later; Moshi's audio frame returned at step s is the aligned frame s-1, so
-output frame i (for i >= 1) plays while the user's frame i is heard; steps before the acoustic delay
-has produced a frame yield 80 ms of silence, keeping input and output the same length.
+Timing convention (reference.md section 3, the MLX/Rust one `moshi_mlx.engine` follows): step s
+consumes the user's frame s and returns Moshi's text token of step s and Moshi's aligned audio frame
+s-1, so Moshi's voice trails its text by one frame; step 0 has no audio frame yet and yields 80 ms
+of silence, which keeps Moshi's output exactly as long as the user's input.
 """
 
 from __future__ import annotations

@@ -274,6 +274,8 @@ def resolve(
                           lm.stem, _precision({}, lm.name))
     if sum(x is not None for x in (hf_repo, model, model_dir)) > 1:
         raise HubError("choose one of --model-dir, --hf-repo and --model")
+    if quant is not None and (hf_repo is not None or model_dir is not None):
+        raise HubError("--quant selects a precision of --model; a repo or directory has its own")
     if model_dir is not None:
         base = from_dir(model_dir)
     elif model is not None:

@@ -110,6 +110,8 @@ def test_model_dir_errors(tmp_path):
         hub.resolve(lm_weight=tmp_path / "missing.safetensors")
     with pytest.raises(hub.HubError, match="choose one"):
         hub.resolve(model_dir=tmp_path, model="moshiko")
+    with pytest.raises(hub.HubError, match="--quant"):
+        hub.resolve(hf_repo="kyutai/moshiko-mlx-q8", quant="q4")
 
 
 @pytest.mark.parametrize("exc", [OSError("Connection reset by peer"), KeyboardInterrupt()])
