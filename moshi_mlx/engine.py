@@ -105,6 +105,7 @@ class LmGen:
         self._moshi_cols = {int(d): mx.array(self._moshi_delays == d)
                             for d in np.unique(self._moshi_delays)}
         self._depformer = self._make_depformer() if cfg.dep_q else None
+        self._embed, self._text_head = self._make_temporal_parts()
         self.reset()
 
     # State ------------------------------------------------------------------------------------
@@ -198,6 +199,24 @@ class LmGen:
 
         return mx.compile(frame, inputs=lm.state) if self.compile else frame
 
+    def _make_temporal_parts(self):
+        """(embed, text head): the stateless pieces around the temporal transformer, compiled.
+
+        embed: input ids [B, K, 1] -> [B, 1, D] (1 + n_q gathers and their id -1 masks fused);
+        text head: (h [B, D], key or None) -> (text ids [B], logits [B, text_card]). Measured here
+        (dim 512, CPU, same-process A/B) 1.5-2 ms of 32 per frame saved; the transformer updates caches in
+        place and stays eager (its matmuls are ~85% of its time anyway).
+        """
+        lm, sampler = self.lm, self.text_sampler
+
+        def head(h: mx.array, key: mx.array | None = None):
+            logits = lm.text_logits(h)
+            return sampler(logits, key=key), logits
+
+        if not self.compile:
+            return lm.embed, head
+        return mx.compile(lm.embed, inputs=lm.state), mx.compile(head, inputs=lm.state)
+
     def _keys(self) -> tuple[mx.array | None, mx.array | None]:
         if self.text_sampler.greedy and self.audio_sampler.greedy:
             return None, None
@@ -210,9 +229,8 @@ class LmGen:
         u = self._user_codes(user_codes)
         lm = self.lm
         text_key, audio_keys = self._keys()
-        h = lm.temporal(lm.embed(self._inputs()), self.cache)[:, -1]  # [B, D]
-        text_logits = lm.text_logits(h)
-        text = self.text_sampler(text_logits, key=text_key)
+        h = lm.temporal(self._embed(self._inputs()), self.cache)[:, -1]  # [B, D]
+        text, text_logits = self._text_head(*((h,) if text_key is None else (h, text_key)))
         if self.dep_q:
             args = (h, text) if audio_keys is None else (h, text, audio_keys)
             audio, audio_logits = self._depformer(*args)
