@@ -7,7 +7,7 @@ cache trim their own TODO calls wrong). This drives `Conversation.step` (Mimi en
 Mimi decode, exactly what `cli.py run` and `chat` do) well past the LM's 3000-step context with a
 tiny random model (written to a temp dir unless --model-dir is given), and reports per 1000-frame
 window: frame time p50/p95, process RSS and MLX active memory, and output sanity (Moshi's audio RMS,
-NaN/inf count, share of non-padding text tokens, distinct audio codes). Memory must stay flat and the
+NaN/inf count, share of non-padding text tokens and their entropy, distinct audio codes). Memory must stay flat and the
 numbers after frame 3000 must look like the ones before. Prints a table; asserts nothing.
 
 The user is synthetic: 2 s bursts of band-limited noise at speech level separated by 1 s pauses.
@@ -35,6 +35,15 @@ def rss_mb() -> float:
             return int(f.read().split()[1]) * resource.getpagesize() / 2**20
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def entropy_bits(tokens: list[int]) -> float:
+    """Entropy of the text-token histogram: collapses towards 0 if generation degenerates."""
+    if not tokens:
+        return 0.0
+    p = np.bincount(tokens).astype(np.float64)
+    p = p[p > 0] / len(tokens)
+    return float(-(p * np.log2(p)).sum())
 
 
 def user_frame(i: int, rng: np.random.Generator) -> np.ndarray:
@@ -77,11 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     start_rss, start_mx = rss_mb(), mx.get_active_memory() / 2**20
     print(f"start: RSS {start_rss:.1f} MB, MLX active {start_mx:.1f} MB")
     hdr = (f"{'frames':>13} {'p50 ms':>7} {'p95 ms':>7} {'RSS MB':>7} {'MLX MB':>7} "
-           f"{'out RMS':>8} {'bad':>4} {'text %':>6} {'codes':>6}")
+           f"{'out RMS':>8} {'bad':>4} {'text %':>6} {'H text':>6} {'codes':>6}")
     print(hdr)
     t_all = time.perf_counter()
     ms: list[float] = []
     sq, n_samples, bad, text, codes = 0.0, 0, 0, 0, set()
+    tokens: list[int] = []
     for i in range(a.frames):
         for ev in conv.step(user_frame(i, rng)):
             if isinstance(ev, FrameTiming):
@@ -92,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 n_samples += ev.pcm.size
             elif isinstance(ev, TextPiece):
                 text += 1
+                tokens.append(ev.token)
         if conv.last_audio_codes is not None:
             codes.update(conv.last_audio_codes.reshape(-1).tolist())
         if (i + 1) % a.window == 0 or i + 1 == a.frames:
@@ -101,13 +112,15 @@ def main(argv: list[str] | None = None) -> int:
                 "p95_ms": float(np.percentile(ms, 95)), "rss_mb": rss_mb(),
                 "mlx_active_mb": mx.get_active_memory() / 2**20,
                 "out_rms": (sq / max(n_samples, 1)) ** 0.5, "nonfinite": bad,
-                "text_share": text / n, "past_context": i + 1 > (ctx or 0),
+                "text_share": text / n, "text_entropy_bits": entropy_bits(tokens),
+                "distinct_codes": len(codes), "past_context": i + 1 > (ctx or 0),
             }
             rows.append(row)
             print(f"{row['first']:>6}-{row['last']:<6} {row['p50_ms']:7.2f} {row['p95_ms']:7.2f} "
                   f"{row['rss_mb']:7.1f} {row['mlx_active_mb']:7.1f} {row['out_rms']:8.4f} "
-                  f"{bad:4d} {100 * row['text_share']:6.1f} {len(codes) or '-':>6}", flush=True)
-            ms, sq, n_samples, bad, text, codes = [], 0.0, 0, 0, 0, set()
+                  f"{bad:4d} {100 * row['text_share']:6.1f} {row['text_entropy_bits']:6.2f} "
+                  f"{len(codes) or '-':>6}", flush=True)
+            ms, sq, n_samples, bad, text, codes, tokens = [], 0.0, 0, 0, 0, set(), []
     wall = time.perf_counter() - t_all
     before = [r for r in rows if not r["past_context"]]
     after = [r for r in rows if r["past_context"]]
@@ -120,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         "out_rms_before_context": float(np.mean([r["out_rms"] for r in before])) if before else None,
         "out_rms_after_context": float(np.mean([r["out_rms"] for r in after])) if after else None,
         "nonfinite_samples": int(sum(r["nonfinite"] for r in rows)),
+        "text_entropy_before_context": float(np.mean([r["text_entropy_bits"] for r in before]))
+        if before else None,
+        "text_entropy_after_context": float(np.mean([r["text_entropy_bits"] for r in after]))
+        if after else None,
     }
     print(json.dumps(summary, indent=1))
     if a.json:
