@@ -182,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(args.checkpoint)
         else:
             write_random_checkpoint(path, mimi_202407(args.codebooks), seed=0)
+        import gc
+
+        gc.collect()
+        mx.clear_cache()
+        mx.reset_peak_memory()  # count only the benchmarked codec below
         pcm = speech_like_signal(50 * FRAME, 24000, seed=1)
         pcm_file = Path(tmp) / "pcm.npy"
         np.save(pcm_file, pcm)
@@ -197,8 +202,13 @@ def main(argv: list[str] | None = None) -> int:
                 results[f"Kyutai moshi_mlx (mlx {ky.pop('mlx')})"] = ky
 
     print(f"\nMimi streaming encode+decode per 80 ms frame, batch 1, float32, {args.codebooks} codebooks")
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, mlx {mx.__version__}, "
           f"python {platform.python_version()}, default device {mx.default_device()}")
+    print(f"peak memory: MLX {mx.get_peak_memory() / 2**20:.0f} MiB (ours), process RSS "
+          f"{rss:.0f} MiB (whole process: ours, rustymimi, checkpoint generation)")
     print(f"| {'backend':<36} | p50 ms   | p95 ms   | enc p50  | dec p50  | RTF   | n   |")
     print(f"|{'-' * 38}|----------|----------|----------|----------|-------|-----|")
     for name, r in results.items():
