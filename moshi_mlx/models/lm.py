@@ -29,7 +29,10 @@ Step API (the streaming engine codes against it; B = batch, D = dim):
     lm.depformer_logits(h, inputs)          # inputs [B, dep_q, T]: row 0 text, row k audio k-1
 
 `lm.act_dtype` (None, or an mx dtype set by the loader) is the activation dtype: embeddings are
-cast to it, so float32 activations with quantized weights are possible (fast on MLX's CPU).
+cast to it, so float32 activations with bf16 or quantized weights are possible (the fast recipe on
+MLX's CPU, chosen by `load_lm(dtype=None)`; see `moshi_mlx.loading`). Linear layers are
+`moshi_mlx.nn.cpu_linear.Linear`, which may hold a float32 compute copy outside the parameters;
+`Lm.update` (hence `load_weights`) drops such copies.
 """
 
 from __future__ import annotations

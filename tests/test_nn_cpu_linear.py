@@ -1,0 +1,57 @@
+"""CPU layouts of Linear weights (`moshi_mlx.nn.cpu_linear`): same values, names and shapes."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten
+
+from moshi_mlx.nn.cpu_linear import (
+    Linear,
+    add_compute_copies,
+    column_major,
+    is_column_major,
+    relayout_linears,
+)
+
+
+def _ref(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    y = x.astype(np.float64) @ w.astype(np.float64).T
+    return y if b is None else y + b
+
+
+def test_column_major_is_the_same_matrix():
+    w = mx.random.normal((6, 5), key=mx.random.key(0))
+    v = column_major(w)
+    assert is_column_major(v) and not is_column_major(w)
+    np.testing.assert_array_equal(np.array(v), np.array(w))
+
+
+def test_compute_copy_matches_float32_and_works_compiled():
+    lin = Linear(48, 80, bias=True)
+    lin.set_dtype(mx.bfloat16)
+    x = mx.random.normal((2, 3, 48), key=mx.random.key(1))
+    w = np.array(lin.weight.astype(mx.float32))
+    b = np.array(lin.bias.astype(mx.float32))
+    plain = np.array(lin(x))  # float32 inputs, bf16 weight promoted: the reference path
+    assert add_compute_copies(lin) == 1
+    assert lin["_compute"].dtype == mx.float32 and is_column_major(lin["_compute"])
+    assert [k for k, _ in tree_flatten(lin.parameters())] == ["weight", "bias"]
+    fast = np.array(lin(x))
+    compiled = np.array(mx.compile(lin, inputs=lin.state)(x))
+    for y in (plain, fast, compiled):
+        np.testing.assert_allclose(y, _ref(np.array(x), w, b), rtol=1e-5, atol=1e-5)
+    # bf16 inputs keep the stored path; new weights drop the copy.
+    assert lin(x.astype(mx.bfloat16)).dtype == mx.bfloat16
+    lin.update({"weight": mx.zeros((80, 48), dtype=mx.bfloat16)})
+    assert "_compute" not in lin
+    np.testing.assert_array_equal(np.array(lin(x)), np.broadcast_to(b, (2, 3, 80)))
+
+
+def test_relayout_keeps_float32_outputs():
+    lin = Linear(32, 16, bias=False)
+    x = mx.random.normal((1, 1, 32), key=mx.random.key(2))
+    want = np.array(lin(x))
+    assert relayout_linears(lin, only_on_cpu=False) == 1 and is_column_major(lin.weight)
+    np.testing.assert_allclose(np.array(lin(x)), want, rtol=1e-6, atol=1e-6)
+    assert add_compute_copies(lin) == 0  # float32 weights need no copy
