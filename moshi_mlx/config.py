@@ -39,6 +39,23 @@ HUB_KEYS = (
 )
 
 
+# LM kwargs of Kyutai's STT/TTS/Hibiki checkpoints that this port does not implement, with the value
+# that makes them inert. A config carrying the inert value loads; any other value is refused clearly
+# instead of silently building a different network.
+INERT_LM_KEYS: dict[str, Any] = {
+    "text_card_out": None,
+    "demux_second_stream": False,
+    "demux_second_text_stream": False,
+    "depformer_low_rank_embeddings": None,
+    "norm_emb": False,
+    "bias_proj": False,
+    "extra_heads_num_heads": 0,
+    "extra_heads_dim": 6,
+    "depformer_norm": None,
+    "cross_attention": False,
+}
+
+
 def _check(cond: bool, name: str, msg: str) -> None:
     if not cond:
         raise ValueError(f"invalid config field {name!r}: {msg}")
@@ -204,6 +221,14 @@ class LmConfig:
                 kwargs[k] = v
             elif k in HUB_KEYS or k.startswith(("conditioners", "fuser")):
                 extra[k] = v
+            elif k in INERT_LM_KEYS:
+                if v != INERT_LM_KEYS[k] and not (
+                    k == "extra_heads_dim" and d.get("extra_heads_num_heads", 0) == 0
+                ):
+                    raise ValueError(
+                        f"config key {k}={v!r} is not supported by moshi_mlx (it implements the "
+                        f"Moshi architecture; this looks like an STT/TTS/Hibiki checkpoint)"
+                    )
             else:
                 unknown.append(k)
         if unknown:

@@ -114,3 +114,18 @@ def test_mimi_sizes():
         MimiConfig(channels=2)
     with pytest.raises(ValueError, match="unknown Mimi config keys"):
         MimiConfig.from_dict({"bogus": 1})
+
+
+def test_inert_kyutai_keys_load_and_active_ones_are_refused():
+    cfg = LmConfig.from_dict(
+        dict(
+            KYUTAI_LM_KWARGS,
+            text_card_out=None,
+            extra_heads_num_heads=0,
+            extra_heads_dim=6,
+            demux_second_stream=False,
+        )
+    )
+    assert cfg == moshi_v0_1()
+    with pytest.raises(ValueError, match="depformer_low_rank_embeddings=128 is not supported"):
+        LmConfig.from_dict(dict(KYUTAI_LM_KWARGS, depformer_low_rank_embeddings=128))
