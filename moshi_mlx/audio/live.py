@@ -171,8 +171,8 @@ class LiveAudio:
         self.max_lag_frames = max(self.jitter_frames + 1, max_lag_frames)
         self.stats = AudioStats()
         self._in_q: queue.Queue[np.ndarray] = queue.Queue()
-        self._out: collections.deque[np.ndarray] = collections.deque()
-        self._quiet: collections.deque[bool] = collections.deque()  # per queued block, same order
+        # (block, quiet) pairs; one deque so both threads see them consistently (atomic ops only)
+        self._out: collections.deque[tuple[np.ndarray, bool]] = collections.deque()
         self._playing = False
         self._over = 0  # consecutive callbacks that left more than jitter_frames queued
         self._streams: list[Any] = []
@@ -199,18 +199,22 @@ class LiveAudio:
         if not self._playing and len(self._out) >= self.jitter_frames:
             self._playing = True
         if self._playing and self._out:
-            outdata[:, 0] = self._out.popleft()
-            self._quiet.popleft()
+            outdata[:, 0] = self._out.popleft()[0]
             self.stats.output_frames += 1
             # Latency drift: a backlog of 2+ frames over the target that lasts ~1 s (e.g. after
             # the model caught up from a stall) is trimmed by skipping a *quiet* frame, so the
             # latency comes back during Moshi's pauses without cutting its speech.
             self._over = self._over + 1 if len(self._out) > self.jitter_frames + 1 else 0
-            if self._over >= DRIFT_CALLBACKS and self._quiet and self._quiet[0]:
-                self._out.popleft()
-                self._quiet.popleft()
-                self.stats.skipped_quiet += 1
-                self._over = 0
+            if self._over >= DRIFT_CALLBACKS:
+                try:
+                    block, quiet = self._out.popleft()
+                    if quiet:
+                        self.stats.skipped_quiet += 1
+                        self._over = 0
+                    else:  # speech: keep it (put back in front) and wait for a pause
+                        self._out.appendleft((block, quiet))
+                except IndexError:
+                    pass
         else:
             outdata.fill(0)
             if self._playing:  # underrun: count it and refill the jitter buffer before resuming
@@ -292,9 +296,10 @@ class LiveAudio:
         pcm = np.asarray(pcm, np.float32).reshape(-1)
         self.output_level = float(np.sqrt(np.mean(np.square(pcm)))) if pcm.size else 0.0
         for block in self._chunk_out.push(self._resample_out(pcm)):
-            self._quiet.append(bool(np.abs(block).max(initial=0.0) < QUIET_PEAK))
-            self._out.append(block)
+            self._out.append((block, bool(np.abs(block).max(initial=0.0) < QUIET_PEAK)))
             if len(self._out) > self.max_lag_frames:
-                self._out.popleft()
-                self._quiet.popleft()
-                self.stats.dropped_output += 1
+                try:
+                    self._out.popleft()
+                    self.stats.dropped_output += 1
+                except IndexError:  # the callback emptied it meanwhile
+                    pass
