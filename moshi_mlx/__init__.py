@@ -22,8 +22,9 @@ def load_lm(path: Any, config: Any = None, dtype: Any = None) -> Any:
     return _load_lm(path, config=config, dtype=dtype)
 
 
-def load_mimi(path: Any, num_codebooks: int = 8, backend: str = "mlx") -> Any:
-    """Load the Mimi codec; see `moshi_mlx.codec.load_mimi`."""
+def load_mimi(path: Any, num_codebooks: int = 8, backend: str = "mlx", **kwargs: Any) -> Any:
+    """Load the Mimi codec; see `moshi_mlx.codec.load_mimi` (extra keywords such as `config=`
+    are passed through)."""
     from .codec import load_mimi as _load_mimi
 
-    return _load_mimi(path, num_codebooks=num_codebooks, backend=backend)
+    return _load_mimi(path, num_codebooks=num_codebooks, backend=backend, **kwargs)
