@@ -256,6 +256,10 @@ def worker(args: argparse.Namespace) -> int:
     else:
         ts, aus = Sampler(0.7, top_k=25), Sampler(0.8, top_k=250)
     gen = LmGen(lm, text_sampler=ts, audio_sampler=aus, batch_size=1, seed=args.seed)
+    if args.prefill:  # deep-context timing: the next steps attend over `prefill` positions
+        dt = mx.bfloat16 if args.act.startswith("bf16") else mx.float32
+        xs = (mx.random.normal((1, args.prefill, cfg["dim"])) * 0.1).astype(dt)
+        mx.eval(lm.temporal(xs, gen.cache))
     n_total = args.warmup + args.frames
     codes = user_codes(n_total, cfg["n_q"] - cfg["dep_q"], cfg["card"], args.seed)
     times, cpu, texts, audio_frames = [], [], [], 0
@@ -315,6 +319,7 @@ def _cmd(impl: str, d: Path, quant: str, act: str, frames: int, args: argparse.N
         str(d / FILES[quant]),
         "--quant", quant,
         "--frames", str(frames), "--warmup", str(args.warmup), "--seed", str(args.seed),
+        "--prefill", str(args.prefill),
     ] + (["--greedy"] if args.greedy else [])
     if impl == "ours":
         return [sys.executable, str(Path(__file__).resolve()), "--worker", "--act", act, *common]
@@ -430,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="runs per row and impl; best p50 kept")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--greedy", action="store_true")
+    ap.add_argument("--prefill", type=int, default=0,
+                    help="time frames after this many context positions (temporal KV caches filled "
+                         "with random inputs first)")
     ap.add_argument("--impls", default="ours,kyutai")
     ap.add_argument("--mode", choices=("lockstep", "sequential"), default="lockstep")
     ap.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)
@@ -471,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
                     kyutai_done.setdefault(kkey, best["kyutai"])
                 ours = best.get("ours", {"error": "skipped"})
                 theirs = best.get("kyutai", {"error": "skipped"})
-                rows.append(fmt_row(name, quant, act, ours, theirs))
+                label = f"{name} @{args.prefill}" if args.prefill else name
+                rows.append(fmt_row(label, quant, act, ours, theirs))
                 log.info(rows[-1])
                 results.append({"config": name, "quant": quant, "act": act,
                                 "frames": frames, "ours": ours, "kyutai": theirs})

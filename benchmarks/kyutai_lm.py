@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--greedy", action="store_true", help="temperature 0 for text and audio")
+    ap.add_argument("--prefill", type=int, default=0,
+                    help="fill the temporal KV caches with this many random positions first")
     ap.add_argument("--lockstep", action="store_true",
                     help="print READY after loading, then wait for one stdin line before each frame")
     args = ap.parse_args(argv)
@@ -96,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         audio_sampler=audio_sampler,
         batch_size=1,
     )
+    if args.prefill:  # deep-context timing: the next steps attend over `prefill` positions
+        dt = DTYPES[args.act]
+        xs = (mx.random.normal((1, args.prefill, cfg_dict["dim"])) * 0.1).astype(dt)
+        mx.eval(model.transformer(xs, cache=model.transformer_cache))
     n_user = cfg_dict["n_q"] - cfg_dict["dep_q"]
     codes = user_codes(n_total, n_user, cfg_dict["card"], args.seed)
     times: list[float] = []
