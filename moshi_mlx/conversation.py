@@ -119,12 +119,15 @@ class Conversation:
         self.frame += 1
         return events
 
-    def warmup(self, frames: int = 4) -> None:
-        """Run a few silent frames, then start over (compiles kernels, fills allocator pools)."""
+    def warmup(self, frames: int = 4) -> list[float]:
+        """Run a few silent frames, then start over (compiles kernels, fills allocator pools).
+        Returns each warm-up frame's total time in ms (the first includes compilation)."""
         silence = np.zeros(self.frame_size, np.float32)
+        times = []
         for _ in range(frames):
-            self.step(silence)
+            times += [e.total_ms for e in self.step(silence) if isinstance(e, FrameTiming)]
         self.reset()
+        return times
 
 
 def frames_of(pcm: np.ndarray, frame_size: int = FRAME_SIZE, pad_s: float = 0.0) -> Iterator[np.ndarray]:

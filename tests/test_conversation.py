@@ -95,7 +95,8 @@ def test_reset_and_warmup_start_over(parts):
     conv = Conversation(gen, mimi, tok)
     f = (0.05 * np.random.default_rng(1).standard_normal(1920)).astype(np.float32)
     first = [e for e in conv.step(f) if isinstance(e, AudioFrame)]
-    conv.warmup(3)
+    times = conv.warmup(3)
+    assert len(times) == 3 and all(t > 0 for t in times)
     assert conv.frame == 0 and gen.seen == []
     again = conv.step(f)
     np.testing.assert_array_equal(np.asarray(gen.seen[0]),

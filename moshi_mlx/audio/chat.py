@@ -37,6 +37,7 @@ ECHO_WARNING = ("Use headphones: with laptop speakers Moshi hears itself (there 
                 "cancellation) and the conversation degrades.")
 NO_INPUT_TIMEOUT_S = 10.0
 STATUS_EVERY_S = 0.25
+BUDGET_MS = 80.0
 
 
 @dataclass
@@ -122,7 +123,7 @@ def _loop(session: _Session, conv: Any, audio: LiveAudio, duration: float | None
                 audio.write_frame(ev.pcm)
             elif isinstance(ev, FrameTiming):
                 session.recent_ms.append(ev.total_ms)
-                session.slow_frames += ev.total_ms > 80.0
+                session.slow_frames += ev.total_ms > BUDGET_MS
         session.recorder.add_user(frame)
         session.recorder.add(events)
         session.events.put(events)
@@ -136,7 +137,10 @@ def run_chat(files: ModelFiles, settings: Settings, opts: ChatOptions, ui: BaseU
     session = _Session(files, opts)
     session.model = load_model(files, settings)
     conv = session.model.conversation()
-    conv.warmup(opts.warmup_frames)  # compile kernels before the first real frame
+    warm = conv.warmup(opts.warmup_frames)  # compile kernels before the first real frame
+    if len(warm) >= 2 and min(warm[1:]) > BUDGET_MS:
+        ui.warn(f"this model takes about {min(warm[1:]):.0f} ms per 80 ms frame here: it cannot "
+                "keep real time (expect gaps); try --quant q4, or `cli.py bench` to compare")
     audio = session.audio = LiveAudio(opts.input_device, opts.output_device,
                                       jitter_frames=opts.jitter_frames)
     interrupted = False
