@@ -30,3 +30,10 @@ def tiny_repos(tmp_path_factory) -> Callable[[str], Path]:
 def tiny_repo(tiny_repos) -> Path:
     """The tiny bf16 repo."""
     return tiny_repos("bf16")
+
+
+@pytest.fixture(scope="session")
+def tiny_repo_full_mimi(tmp_path_factory) -> Path:
+    """Tiny LM (2048 audio bins) with a real-size random Mimi: both Mimi backends can load it."""
+    return write_tiny_repo(tmp_path_factory.mktemp("tiny_full_mimi"), "bf16", seed=0,
+                           full_mimi=True)

@@ -1,6 +1,6 @@
 """Write a tiny random Moshi repository, in the layout of Kyutai's MLX repos, for tests and smoke runs.
 
-    python -m moshi_mlx.testing.tiny_repo OUT_DIR [--quant bf16|q8|q4] [--seed N]
+    python -m moshi_mlx.testing.tiny_repo OUT_DIR [--quant bf16|q8|q4] [--seed N] [--full-mimi]
 
 Files (same names, key formats and `config.json` form as the real repos, see TEAM.md):
 - `model.safetensors` / `model.q8.safetensors` / `model.q4.safetensors`: a random `Lm` (dim 64, 2
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import LmConfig, MimiConfig
+from ..config import LmConfig, MimiConfig, mimi_202407
 from ..hub import LM_FILES, MIMI_FILE, TOKENIZER_FILE
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,10 @@ SENTENCES = [
 ]
 
 
-def tiny_lm_config(text_card: int) -> LmConfig:
+def tiny_lm_config(text_card: int, card: int = CARD) -> LmConfig:
     """Every feature of the real config at toy sizes; group sizes 32 and 64 divide every input."""
     return LmConfig(
-        dim=64, text_card=text_card, n_q=16, dep_q=8, card=CARD, num_heads=4, num_layers=2,
+        dim=64, text_card=text_card, n_q=16, dep_q=8, card=card, num_heads=4, num_layers=2,
         hidden_scale=3.0,  # gated hidden 2 * 192 // 3 = 128
         context=3000, depformer_dim=64, depformer_dim_feedforward=192, depformer_num_heads=4,
         depformer_num_layers=1,
@@ -104,8 +104,13 @@ def build_mimi_weights(cfg: MimiConfig, seed: int) -> dict:
     return {k: np.asarray(v, np.float32) for k, v in map_mimi_to_torch(w, cfg).items()}
 
 
-def write_tiny_repo(out_dir: str | Path, quant: str = "bf16", seed: int = 0) -> Path:
-    """Write the tiny repo into `out_dir` (created if needed); returns its path."""
+def write_tiny_repo(out_dir: str | Path, quant: str = "bf16", seed: int = 0,
+                    full_mimi: bool = False) -> Path:
+    """Write the tiny repo into `out_dir` (created if needed); returns its path.
+
+    `full_mimi`: a random Mimi of the released shape (32 codebooks of 2048, 385 MB, no "mimi"
+    block in config.json) with an LM of 2048 audio bins, so that `--mimi-backend rustymimi` (which
+    hard-codes the real configuration) runs too."""
     import mlx.core as mx
     from safetensors.numpy import save_file
 
@@ -122,8 +127,8 @@ def write_tiny_repo(out_dir: str | Path, quant: str = "bf16", seed: int = 0) -> 
     import sentencepiece
 
     vocab = sentencepiece.SentencePieceProcessor(model_proto=spm_bytes).vocab_size()
-    lm_cfg = tiny_lm_config(text_card=vocab)
-    mimi_cfg = tiny_mimi_config()
+    mimi_cfg = mimi_202407(32) if full_mimi else tiny_mimi_config()
+    lm_cfg = tiny_lm_config(text_card=vocab, card=mimi_cfg.quantizer_bins)
     save_file(build_mimi_weights(mimi_cfg, seed), str(out / MIMI_FILE))
     (out / MIMI_FILE).chmod(0o644)  # safetensors writes 0600
 
@@ -135,7 +140,9 @@ def write_tiny_repo(out_dir: str | Path, quant: str = "bf16", seed: int = 0) -> 
     mx.eval(lm.parameters())
     config = lm_cfg.to_dict()
     config.update(moshi_name=LM_FILES[quant], mimi_name=MIMI_FILE, tokenizer_name=TOKENIZER_FILE,
-                  mimi=mimi_cfg.to_dict(), model_type="moshi")
+                  model_type="moshi")
+    if not full_mimi:
+        config["mimi"] = mimi_cfg.to_dict()
     save_lm(lm, out, filename=LM_FILES[quant], config=config)
     log.info("wrote tiny %s Moshi to %s", quant, out)
     return out
@@ -147,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out_dir")
     p.add_argument("--quant", choices=list(LM_FILES), default="bf16")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--full-mimi", action="store_true",
+                   help="real-size random Mimi (385 MB), so --mimi-backend rustymimi works too")
     a = p.parse_args(argv)
-    path = write_tiny_repo(a.out_dir, a.quant, a.seed)
+    path = write_tiny_repo(a.out_dir, a.quant, a.seed, full_mimi=a.full_mimi)
     print(f"tiny {a.quant} Moshi written to {path}: use --model-dir {path}")
     return 0
 
