@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
@@ -55,3 +56,30 @@ def test_relayout_keeps_float32_outputs():
     assert relayout_linears(lin, only_on_cpu=False) == 1 and is_column_major(lin.weight)
     np.testing.assert_allclose(np.array(lin(x)), want, rtol=1e-6, atol=1e-6)
     assert add_compute_copies(lin) == 0  # float32 weights need no copy
+
+
+def test_dequantized_compute_copy_is_opt_in_and_exact():
+    from moshi_mlx.nn.cpu_linear import QuantizedLinear, compute_copy_bytes
+    from moshi_mlx.quant import quantize_lm
+
+    lin = Linear(64, 96, bias=False)
+    lin.set_dtype(mx.bfloat16)
+    q = lin.to_quantized(group_size=32, bits=4)
+    assert isinstance(q, QuantizedLinear)
+    x = mx.random.normal((1, 1, 64), key=mx.random.key(3))
+    want = np.array(q(x))  # MLX's quantized kernel, float32 inputs
+    assert add_compute_copies(q) == 0 and "_compute" not in q  # default: memory as stored
+    assert compute_copy_bytes(q, dequantize=True) == 4 * 64 * 96
+    assert add_compute_copies(q, dequantize=True) == 1
+    f32 = mx.float32
+    w = mx.dequantize(q.weight, q.scales.astype(f32), q.biases.astype(f32), group_size=32, bits=4)
+    np.testing.assert_array_equal(np.array(q["_compute"]), np.array(w))
+    np.testing.assert_allclose(np.array(q(x)), want, rtol=1e-5, atol=1e-5)
+    # nn.quantize (through quantize_lm) builds the same class.
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = Linear(64, 32, bias=False)
+
+    h = quantize_lm(Holder(), {"group_size": 64, "bits": 8})
+    assert isinstance(h.proj, QuantizedLinear)

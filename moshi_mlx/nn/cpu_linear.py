@@ -18,6 +18,9 @@ Two tools, both keeping parameter names, shapes and values (outputs within float
   model still saves and reports as bf16; memory: 4 extra bytes per weight (3x a bf16 model).
   `Linear.update` and `Lm.update` (hence `load_weights`, `set_dtype`) drop the copies, so new
   weights never meet a stale copy; call `add_compute_copies` again afterwards.
+  `add_compute_copies(model, dequantize=True)` (opt-in, not used by the loader) does the same for
+  quantized Linears with their exact dequantized weights: ~2x faster than MLX's CPU quantized
+  matmul, at 4 bytes per weight (the memory a quantized file was meant to save).
 """
 
 from __future__ import annotations
@@ -39,22 +42,26 @@ def is_column_major(w: mx.array) -> bool:
     return memoryview(w).strides == (w.itemsize, w.itemsize * w.shape[0])
 
 
-class Linear(nn.Linear):
-    """`nn.Linear` that uses its float32 compute copy (see the module docstring) when it has one."""
+class _ComputeCopy:
+    """Shared by `Linear` and `QuantizedLinear`: an optional float32 column-major `_compute`
+    matrix (not a parameter: underscore names are skipped by MLX), used for float32 inputs."""
+
+    def _float32_weight(self) -> mx.array | None:
+        raise NotImplementedError
 
     def add_compute_copy(self) -> bool:
-        """Make the float32 column-major copy of a non-float32 weight; False if not applicable."""
-        w = self["weight"]
-        if w.dtype == mx.float32 or not mx.issubdtype(w.dtype, mx.floating):
+        """Make the float32 column-major copy; False if not applicable (already float32)."""
+        w = self._float32_weight()
+        if w is None:
             return False
-        self._compute = column_major(w.astype(mx.float32))
+        self._compute = column_major(w)
         mx.eval(self._compute)
         return True
 
     def drop_compute_copy(self) -> None:
         self.pop("_compute", None)
 
-    def update(self, parameters: dict, strict: bool = True) -> Linear:
+    def update(self, parameters: dict, strict: bool = True):
         self.drop_compute_copy()
         return super().update(parameters, strict=strict)
 
@@ -67,21 +74,64 @@ class Linear(nn.Linear):
         return x @ w.T
 
 
-def add_compute_copies(model: nn.Module) -> int:
-    """Give every bf16/fp16 `Linear` of `model` a float32 compute copy; returns how many."""
-    return sum(m.add_compute_copy() for _, m in model.named_modules() if isinstance(m, Linear))
+class QuantizedLinear(_ComputeCopy, nn.QuantizedLinear):
+    """`nn.QuantizedLinear` whose opt-in compute copy is its exact dequantized weight in float32."""
+
+    def _float32_weight(self) -> mx.array | None:
+        # float32 scales/biases: the kernel's effective weights (bf16 ones would round s*q + b).
+        biases = self.get("biases")
+        return mx.dequantize(self["weight"], self["scales"].astype(mx.float32),
+                             None if biases is None else biases.astype(mx.float32),
+                             group_size=self.group_size, bits=self.bits, mode=self.mode)
+
+
+class Linear(_ComputeCopy, nn.Linear):
+    """`nn.Linear` that uses its float32 compute copy (module docstring) when it has one;
+    quantizes into `QuantizedLinear`."""
+
+    def _float32_weight(self) -> mx.array | None:
+        w = self["weight"]
+        if w.dtype == mx.float32 or not mx.issubdtype(w.dtype, mx.floating):
+            return None
+        return w.astype(mx.float32)
+
+    def to_quantized(self, group_size: int | None = None, bits: int | None = None,
+                     mode: str = "affine", quantize_input: bool = False) -> nn.Module:
+        if quantize_input:
+            return super().to_quantized(group_size, bits, mode=mode, quantize_input=True)
+        return QuantizedLinear.from_linear(self, group_size, bits, mode=mode)
+
+
+def _copy_targets(model: nn.Module, dequantize: bool) -> list[_ComputeCopy]:
+    out: list[_ComputeCopy] = []
+    for _, m in model.named_modules():
+        if isinstance(m, Linear) and m.weight.dtype in (mx.bfloat16, mx.float16):
+            out.append(m)
+        elif dequantize and isinstance(m, QuantizedLinear):
+            out.append(m)
+    return out
+
+
+def add_compute_copies(model: nn.Module, dequantize: bool = False) -> int:
+    """Give every bf16/fp16 `Linear` of `model` a float32 compute copy; returns how many.
+
+    `dequantize=True` also gives each `QuantizedLinear` its exact dequantized float32 weight
+    (opt-in: memory becomes 4 bytes per weight, 4x a q8 and 8x a q4 model, for ~2x speed on
+    MLX's CPU; outputs equal the quantized kernel's within float32 rounding).
+    """
+    return sum(m.add_compute_copy() for m in _copy_targets(model, dequantize))
 
 
 def drop_compute_copies(model: nn.Module) -> None:
     for _, m in model.named_modules():
-        if isinstance(m, Linear):
+        if isinstance(m, _ComputeCopy):
             m.drop_compute_copy()
 
 
-def compute_copy_bytes(model: nn.Module) -> int:
+def compute_copy_bytes(model: nn.Module, dequantize: bool = False) -> int:
     """Bytes `add_compute_copies` would add."""
-    return sum(4 * m.weight.size for _, m in model.named_modules()
-               if isinstance(m, Linear) and m.weight.dtype in (mx.bfloat16, mx.float16))
+    return sum(4 * m.weight.shape[0] * m.weight.shape[1] * (32 // getattr(m, "bits", 32))
+               for m in _copy_targets(model, dequantize))
 
 
 def relayout_linears(model: nn.Module, only_on_cpu: bool = True) -> int:
