@@ -1,25 +1,25 @@
 """Benchmark one LM generation step (ms per 80 ms frame): ours against Kyutai's `moshi_mlx`.
 
-Not a test: it asserts nothing, it measures and prints a markdown table.
+Not a test: it asserts nothing, it measures and prints a markdown table (results/lm.md explains it).
 
     /work/venv/bin/python benchmarks/bench_lm.py [--configs small,7b-l1] [--quants bf16,q8,q4]
-        [--acts bf16,float32] [--frames 20] [--out benchmarks/results/lm.md]
+        [--acts bf16,float32,default,float32R,bf16S] [--frames 20] [--frames-7b 6]
+        [--prefill N] [--greedy] [--out benchmarks/results/lm_run.md]
 
-For each config it writes random weights ONCE in Kyutai's MLX key layout (`model.safetensors` bf16,
-`model.q8.safetensors` 8 bits / group 64, `model.q4.safetensors` 4 bits / group 32, all Linear and
-Embedding layers quantized as Kyutai's `quantize_mlx.py` does) plus `config.json`. Every
-(config, precision, activation dtype) row then runs two fresh subprocesses on the same file:
-ours (`moshi_mlx.load_lm` + `moshi_mlx.engine.LmGen.step`, this script's `--worker` mode, under
-this interpreter) and theirs (`benchmarks/kyutai_lm.py` under Kyutai's env, moshi_mlx 0.3.0).
-Both feed the same fixed pseudo-random user codes, sample with top-k (text 0.7/25, audio
-0.8/250), materialize text and audio tokens every frame, and exclude warm-up frames.
-Fresh processes keep peak-memory numbers separate and stop one run's caches helping the other.
+For each config, random weights are written ONCE in Kyutai's MLX layout (`bench_lm_setup.py`).
+Each (config, weights, activation recipe) row then runs ours (`moshi_mlx.load_lm` +
+`moshi_mlx.engine.LmGen.step`, this script's `--worker` mode, this interpreter) and Kyutai's
+(`kyutai_lm.py` under Kyutai's env, moshi_mlx 0.3.0 with its pinned mlx) on the same file, in two
+fresh processes. Default `--mode lockstep`: both stay loaded and take turns frame by frame (who
+goes first alternates), so a shared machine's background load hits both alike; `sequential` runs
+them one after the other. Both feed the same pseudo-random user codes, sample with top-k (text
+0.7/25, audio 0.8/250), materialize the text and audio tokens of every frame, exclude warm-up
+frames, and report wall and CPU (process) time per frame and MLX peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -34,198 +34,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_lm_setup import (
+    FILES,
+    QUANTS,
+    bench_configs,
+    float32_scales,
+    prepare,
+    repack_quantized_for_cpu,
+)
 
 log = logging.getLogger("bench_lm")
 
 HERE = Path(__file__).resolve().parent
 KYUTAI_PY = os.environ.get("KYUTAI_PYTHON", "/work/kyenv/bin/python")
-QUANTS = {"bf16": None, "q8": (8, 64), "q4": (4, 32)}
 # Our activation recipes -> Kyutai's: "default" = each side's default (ours: dtype None, chosen per
 # platform; theirs: bf16 as in their loaders); "float32R" = float32 + CPU-repacked quantized Linears.
 KYUTAI_ACT = {"default": "bf16", "float32R": "float32", "bf16S": "bf16", "bf16": "bf16",
               "float32": "float32"}
 LABELS = {"default": "default (ours: auto)", "float32R": "float32 + q8 CPU repack (proposal)",
           "bf16S": "bf16 + f32 scales (proposal)"}
-FILES = {"bf16": "model.safetensors", "q8": "model.q8.safetensors", "q4": "model.q4.safetensors"}
-
-
-def bench_configs() -> dict[str, dict]:
-    """Kyutai lm_kwargs dicts: the small config of reference.md section 11 and reduced 7B shapes."""
-    from moshi_mlx.config import LmConfig
-
-    base = LmConfig()  # moshiko/moshika v0.1 field values
-    small = dataclasses.replace(
-        base,
-        dim=512,
-        num_heads=8,
-        num_layers=6,
-        depformer_dim=256,
-        depformer_num_heads=8,
-        depformer_num_layers=2,
-        depformer_dim_feedforward=int(4.125 * 256),
-    )
-    out = {"small": small.to_dict()}
-    for n in (1, 2, 4):
-        out[f"7b-l{n}"] = dataclasses.replace(base, num_layers=n).to_dict()
-    return out
-
-
-# Random weights ----------------------------------------------------------------------------------
-def kyutai_mlx_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
-    """Every tensor of a bf16 Kyutai MLX checkpoint (reference.md 4.1) with its shape."""
-    dim, ddim = cfg["dim"], cfg["depformer_dim"]
-    hidden = 2 * int(cfg["hidden_scale"] * dim) // 3
-    dff = cfg["depformer_dim_feedforward"] or int(cfg["hidden_scale"] * ddim)
-    dhidden = 2 * dff // 3
-    text_card, card = cfg["text_card"], cfg["card"]
-    shapes: dict[str, tuple[int, ...]] = {
-        "text_emb.weight": (text_card + 1, dim),
-        "out_norm.weight": (dim,),
-        "text_linear.weight": (text_card, dim),
-    }
-    for i in range(cfg["n_q"]):
-        shapes[f"audio_embs.{i}.weight"] = (card + 1, dim)
-
-    def layer(prefix: str, d: int, h: int) -> None:
-        shapes[f"{prefix}.self_attn.in_proj.weight"] = (3 * d, d)
-        shapes[f"{prefix}.self_attn.out_proj.weight"] = (d, d)
-        shapes[f"{prefix}.norm1.weight"] = (d,)
-        shapes[f"{prefix}.norm2.weight"] = (d,)
-        shapes[f"{prefix}.gating.linear_in.weight"] = (2 * h, d)
-        shapes[f"{prefix}.gating.linear_out.weight"] = (d, h)
-
-    for n in range(cfg["num_layers"]):
-        layer(f"transformer.layers.{n}", dim, hidden)
-    for k in range(cfg["dep_q"]):
-        p = f"depformer.slices.{k}"
-        shapes[f"{p}.linear_in.weight"] = (ddim, dim)
-        shapes[f"{p}.linear_out.weight"] = (card, ddim)
-        shapes[f"{p}.emb.weight"] = ((text_card if k == 0 else card) + 1, ddim)
-        for n in range(cfg["depformer_num_layers"]):
-            layer(f"{p}.transformer.layers.{n}", ddim, dhidden)
-    return shapes
-
-
-def random_weights(cfg: dict, seed: int) -> dict:
-    """bf16 mx arrays: N(0, 1) embeddings, N(0, 1/fan_in) linears, norms near 1."""
-    import mlx.core as mx
-
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, shape in kyutai_mlx_shapes(cfg).items():
-        if len(shape) == 1:
-            w = 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
-        elif "emb" in name.split(".")[-2] or name.startswith(("text_emb", "audio_embs")):
-            w = rng.standard_normal(shape, dtype=np.float32)
-        else:
-            w = rng.standard_normal(shape, dtype=np.float32) * np.float32(shape[1] ** -0.5)
-        out[name] = mx.array(w).astype(mx.bfloat16)
-        mx.eval(out[name])
-    return out
-
-
-def quantize_weights(weights: dict, bits: int, group_size: int) -> dict:
-    """Kyutai's layout: every 2-D weight (Linear, Embedding) -> uint32 weight + scales + biases."""
-    import mlx.core as mx
-
-    out = {}
-    for name, w in weights.items():
-        if w.ndim == 2:
-            q, scales, biases = mx.quantize(w, group_size=group_size, bits=bits)
-            base = name[: -len(".weight")]
-            out[name], out[f"{base}.scales"], out[f"{base}.biases"] = q, scales, biases
-            mx.eval(q, scales, biases)
-        else:
-            out[name] = w
-    return out
-
-
-def prepare(name: str, cfg: dict, work: Path, quants: list[str], seed: int) -> Path:
-    """Write config.json and the weight files of `name` under work/name (reused if present)."""
-    import mlx.core as mx
-
-    d = work / name
-    d.mkdir(parents=True, exist_ok=True)
-    cfg_path = d / "config.json"
-    stamp = json.dumps({"cfg": cfg, "seed": seed}, sort_keys=True)
-    fresh = not (d / "stamp.json").exists() or (d / "stamp.json").read_text() != stamp
-    if not fresh and all((d / FILES[q]).exists() for q in quants):
-        log.info("reusing weights in %s", d)
-        return d
-    for q in FILES.values():
-        (d / q).unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    weights = random_weights(cfg, seed)
-    mx.save_safetensors(str(d / FILES["bf16"]), weights)
-    for q in quants:
-        if QUANTS[q] is not None:
-            bits, group = QUANTS[q]
-            mx.save_safetensors(str(d / FILES[q]), quantize_weights(weights, bits, group))
-    cfg_path.write_text(json.dumps(cfg, indent=1))
-    (d / "stamp.json").write_text(stamp)
-    n_params = sum(w.size for w in weights.values())
-    log.info("%s: %.1f M params written in %.0f s", name, n_params / 1e6, time.perf_counter() - t0)
-    return d
 
 
 # Our side (runs in a fresh subprocess) -----------------------------------------------------------
 def user_codes(n: int, n_user: int, card: int, seed: int) -> np.ndarray:
     """Fixed pseudo-random user codes [n, n_user]; kyutai_lm.py draws the same ones."""
     return np.random.default_rng(seed).integers(0, card, size=(n, n_user), dtype=np.int64)
-
-
-# Proposal prototype (not the package): CPU-repacked quantized Linears ---------------------------
-def repack_quantized_for_cpu(model: Any, bits: int = 8, group_size: int = 64) -> int:
-    """Swap each QuantizedLinear for one holding W.T [in, out] re-quantized along `out` (8 bits,
-    group 64), run by `quantized_matmul(transpose=False)`, 3-4x faster on MLX's CPU backend. The
-    8-bit re-quantization of a 4-bit checkpoint adds ~1/16 of its error (see results/lm.md)."""
-    import mlx.core as mx
-    import mlx.nn as nn
-    from mlx.utils import tree_unflatten
-
-    class CpuQuantizedLinear(nn.Module):
-        def __init__(self, q: nn.QuantizedLinear):
-            super().__init__()
-            w = mx.dequantize(q.weight, q.scales, q.biases, group_size=q.group_size, bits=q.bits)
-            self.weight_t, self.scales_t, self.biases_t = mx.quantize(
-                mx.contiguous(w.T), group_size=group_size, bits=bits)
-
-        def __call__(self, x: mx.array) -> mx.array:
-            return mx.quantized_matmul(x, self.weight_t, self.scales_t, self.biases_t,
-                                       transpose=False, group_size=group_size, bits=bits)
-
-    swaps = [(p, CpuQuantizedLinear(m)) for p, m in model.named_modules()
-             if isinstance(m, nn.QuantizedLinear) and m.weight.shape[0] % group_size == 0]
-    model.update_modules(tree_unflatten(swaps))
-    mx.eval(model.parameters())
-    return len(swaps)
-
-
-def float32_scales(model: Any) -> int:
-    """Keep packed weights but give each QuantizedLinear float32 scales/biases and cast its output
-    back to the input dtype: with bf16 activations MLX's CPU kernel then takes its float32 path
-    (~6x faster than bf16 x bf16 scales) and the residual stream stays bf16."""
-    import mlx.core as mx
-    import mlx.nn as nn
-    from mlx.utils import tree_unflatten
-
-    class F32ScalesLinear(nn.Module):
-        def __init__(self, q: nn.QuantizedLinear):
-            super().__init__()
-            self.weight = q.weight
-            self.scales, self.biases = q.scales.astype(mx.float32), q.biases.astype(mx.float32)
-            self.group_size, self.bits = q.group_size, q.bits
-
-        def __call__(self, x: mx.array) -> mx.array:
-            y = mx.quantized_matmul(x, self.weight, self.scales, self.biases, transpose=True,
-                                    group_size=self.group_size, bits=self.bits)
-            return y.astype(x.dtype)
-
-    swaps = [(p, F32ScalesLinear(m)) for p, m in model.named_modules()
-             if isinstance(m, nn.QuantizedLinear)]
-    model.update_modules(tree_unflatten(swaps))
-    mx.eval(model.parameters())
-    return len(swaps)
 
 
 def worker(args: argparse.Namespace) -> int:
