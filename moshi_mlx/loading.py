@@ -25,7 +25,8 @@ Loading is strict: one `ValueError` lists every missing, unexpected and mis-shap
   * Metal (Apple GPU): "stored", i.e. bf16, the fast path there.
   * CPU: float32 activations. MLX's CPU quantized matmul is ~8x slower with bf16 activations
     than with float32 ones (float16: 40x), so quantized weights stay packed and get float32
-    inputs. bf16 Linear weights get a float32 column-major compute copy outside the parameter
+    inputs (with bf16 activations, e.g. "stored", our quantized Linears upcast their inputs
+    for the kernel anyway: `moshi_mlx.nn.cpu_linear.QuantizedLinear`). bf16 Linear weights get a float32 column-major compute copy outside the parameter
     tree (`moshi_mlx.nn.cpu_linear`; a column-major float32 matvec is ~1.7x faster than a bf16
     one here). Memory cost: 4 bytes per unquantized Linear weight, e.g. a dim-512 model
     190 -> 570 MB; quantized models barely grow. If that would take more than half the machine's
