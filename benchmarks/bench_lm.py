@@ -160,6 +160,18 @@ def _cmd(impl: str, d: Path, quant: str, act: str, frames: int, args: argparse.N
     return [KYUTAI_PY, str(HERE / "kyutai_lm.py"), "--act", kact, *common]
 
 
+OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
+
+
+def _env(args: argparse.Namespace) -> dict:
+    """Worker environment: with --blas openblas both sides' MLX calls Debian's OpenBLAS for float32
+    matmuls (LD_PRELOAD; what our cli does via moshi_mlx.codec.prefer_system_blas)."""
+    env = dict(os.environ)
+    if args.blas == "openblas":
+        env["LD_PRELOAD"] = OPENBLAS
+    return env
+
+
 def _failed(impl: str, text: str, rc: int | None) -> dict:
     tail = text.strip().splitlines()[-6:]
     log.warning("%s failed (rc %s): %s", impl, rc, " | ".join(tail))
@@ -171,7 +183,8 @@ def run_one(impl: str, d: Path, quant: str, act: str, frames: int,
     """Sequential mode: one fresh subprocess, alone on the machine."""
     cmd = _cmd(impl, d, quant, act, frames, args)
     # Run from /tmp so neither interpreter picks up a package from the current directory.
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd="/tmp", timeout=args.timeout)
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd="/tmp", timeout=args.timeout,
+                       env=_env(args))
     if p.returncode != 0:
         return _failed(impl, p.stderr or p.stdout, p.returncode)
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -187,7 +200,7 @@ def run_lockstep(impls: list[str], d: Path, quant: str, act: str, frames: int,
         errs[impl] = tempfile.TemporaryFile("w+")
         procs[impl] = subprocess.Popen(
             [*_cmd(impl, d, quant, act, frames, args), "--lockstep"], cwd="/tmp", text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs[impl])
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs[impl], env=_env(args))
     out: dict[str, dict] = {}
 
     def expect(impl: str, prefix: str) -> str | None:
@@ -268,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="runs per row and impl; best p50 kept")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--greedy", action="store_true")
+    ap.add_argument("--blas", choices=("bundled", "openblas"), default="bundled",
+                    help="openblas: preload Debian's libopenblas0-pthread in both workers")
     ap.add_argument("--prefill", type=int, default=0,
                     help="time frames after this many context positions (temporal KV caches filled "
                          "with random inputs first)")
@@ -313,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 ours = best.get("ours", {"error": "skipped"})
                 theirs = best.get("kyutai", {"error": "skipped"})
                 label = f"{name} @{args.prefill}" if args.prefill else name
+                label += ", OpenBLAS" if args.blas == "openblas" else ""
                 rows.append(fmt_row(label, quant, act, ours, theirs))
                 log.info(rows[-1])
                 results.append({"config": name, "quant": quant, "act": act,
@@ -332,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                     for k in ("ours", "kyutai") if "mlx" in r[k]}
         meta = (f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()}; "
                 f"{args.frames} timed frames (7b-*: {args.frames_7b}) after {args.warmup} warm-up, best p50 of "
-                f"{args.repeats} run(s); versions (mlx, moshi_mlx): {versions}")
+                f"{args.repeats} run(s); BLAS: {args.blas}; versions (mlx, moshi_mlx): {versions}")
         Path(args.out).write_text(table + "\n\n" + meta + "\n")
         Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=1))
     return 0
