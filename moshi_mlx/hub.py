@@ -193,7 +193,9 @@ def _files_from_config(cfg: dict[str, Any], lm_default: str) -> tuple[str, str, 
 def _precision(cfg: dict[str, Any], lm_file: str) -> str:
     q = cfg.get("quantization")
     if isinstance(q, dict) and q.get("bits"):
-        return f"q{q['bits']}"
+        # Per-module overrides (a dict, or false = left unquantized) make it a mixed recipe.
+        mixed = any(isinstance(v, dict) or v is False for v in q.values())
+        return "mixed" if mixed else f"q{q['bits']}"
     for quant, fname in LM_FILES.items():
         if Path(lm_file).name == fname:
             return quant  # display only; loading detects quantization from the tensors

@@ -51,8 +51,11 @@ def test_unknown_name_lists_known_ones():
 
 
 def test_offline_cached_default_repo_resolves(hf_cache):
-    snap = make_cached_repo(hf_cache, "kyutai/moshiko-mlx-q4", {
-        "model.q4.safetensors": b"lm", hub.MIMI_FILE: b"mimi", hub.TOKENIZER_FILE: b"spm"})
+    snap = make_cached_repo(
+        hf_cache,
+        "kyutai/moshiko-mlx-q4",
+        {"model.q4.safetensors": b"lm", hub.MIMI_FILE: b"mimi", hub.TOKENIZER_FILE: b"spm"},
+    )
     files = hub.resolve()
     assert files.lm_weight == snap / "model.q4.safetensors"
     assert files.mimi_weight.read_bytes() == b"mimi"
@@ -74,11 +77,22 @@ def test_offline_uncached_message_says_what_and_how(hf_cache):
 
 
 def test_custom_repo_uses_its_config_names(hf_cache):
-    cfg = {"moshi_name": "lm.safetensors", "mimi_name": "codec.safetensors",
-           "tokenizer_name": "spm.model", "quantization": {"group_size": 32, "bits": 4}}
-    snap = make_cached_repo(hf_cache, "me/tiny", {
-        "config.json": json.dumps(cfg).encode(), "lm.safetensors": b"", "codec.safetensors": b"",
-        "spm.model": b""})
+    cfg = {
+        "moshi_name": "lm.safetensors",
+        "mimi_name": "codec.safetensors",
+        "tokenizer_name": "spm.model",
+        "quantization": {"group_size": 32, "bits": 4},
+    }
+    snap = make_cached_repo(
+        hf_cache,
+        "me/tiny",
+        {
+            "config.json": json.dumps(cfg).encode(),
+            "lm.safetensors": b"",
+            "codec.safetensors": b"",
+            "spm.model": b"",
+        },
+    )
     files = hub.resolve(hf_repo="me/tiny")
     assert files.lm_weight == snap / "lm.safetensors" and files.config == snap / "config.json"
     assert files.precision == "q4" and files.config_dict()["moshi_name"] == "lm.safetensors"
@@ -168,3 +182,28 @@ def test_online_repo_without_config_downloads_default_names(hf_cache, monkeypatc
     files = hub.resolve(hf_repo="kyutai/moshiko-pytorch-bf16")
     assert fetched == ["model.safetensors", hub.MIMI_FILE, hub.TOKENIZER_FILE]
     assert files.config is None and files.lm_weight.name == "model.safetensors"
+
+
+@pytest.mark.parametrize(
+    "quant,expected",
+    [
+        ({"group_size": 64, "bits": 8}, "q8"),
+        ({"group_size": 32, "bits": 4}, "q4"),
+        (
+            {
+                "group_size": 32,
+                "bits": 4,
+                "depformer.slices.0.linear_out": {"group_size": 64, "bits": 8},
+            },
+            "mixed",
+        ),
+        ({"group_size": 64, "bits": 8, "text_emb": False}, "mixed"),
+    ],
+)
+def test_precision_label_from_quantization_block(tmp_path, quant, expected):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "config.json").write_text(json.dumps({"quantization": quant}))
+    assert (
+        hub._precision(json.loads((tmp_path / "config.json").read_text()), "model.safetensors")
+        == expected
+    )
