@@ -200,10 +200,5 @@ def test_online_repo_without_config_downloads_default_names(hf_cache, monkeypatc
         ({"group_size": 64, "bits": 8, "text_emb": False}, "mixed"),
     ],
 )
-def test_precision_label_from_quantization_block(tmp_path, quant, expected):
-    (tmp_path / "model.safetensors").write_bytes(b"")
-    (tmp_path / "config.json").write_text(json.dumps({"quantization": quant}))
-    assert (
-        hub._precision(json.loads((tmp_path / "config.json").read_text()), "model.safetensors")
-        == expected
-    )
+def test_precision_label_from_quantization_block(quant, expected):
+    assert hub._precision({"quantization": quant}, "model.safetensors") == expected
