@@ -26,10 +26,12 @@ Loading is strict: one `ValueError` lists every missing, unexpected and mis-shap
   * CPU: float32 activations. MLX's CPU quantized matmul is ~8x slower with bf16 activations
     than with float32 ones (float16: 40x), so quantized weights stay packed and get float32
     inputs (with bf16 activations, e.g. "stored", our quantized Linears upcast their inputs
-    for the kernel anyway: `moshi_mlx.nn.cpu_linear.QuantizedLinear`). bf16 Linear weights get a float32 column-major compute copy outside the parameter
-    tree (`moshi_mlx.nn.cpu_linear`; a column-major float32 matvec is ~1.7x faster than a bf16
-    one here). Memory cost: 4 bytes per unquantized Linear weight, e.g. a dim-512 model
-    190 -> 570 MB; quantized models barely grow. If that would take more than half the machine's
+    for the kernel anyway: `moshi_mlx.nn.cpu_linear.QuantizedLinear`). bf16 Linear weights get
+    a float32 column-major compute copy outside the parameter tree (`moshi_mlx.nn.cpu_linear`;
+    a column-major float32 matvec is ~1.7x faster than a bf16 one here). Memory cost: 4 bytes
+    per unquantized Linear weight (embeddings get none), measured 192 -> 400 MB for the dim-512
+    benchmark model and 2.5 -> 6.3 GB for the 7B shape with one temporal layer; quantized
+    models do not grow. If that would take more than half the machine's
     RAM (the full 7B in bf16 on a 24 GB machine), "stored" is used instead.
   * Opt-in, CPU, quantized models with RAM to spare:
     `moshi_mlx.nn.cpu_linear.add_compute_copies(lm, dequantize=True)` after loading computes
