@@ -14,7 +14,8 @@ Two tools, both keeping parameter names, shapes and values (outputs within float
   of a contiguous [in, out] buffer), so `W.T` inside `nn.Linear` is contiguous. Same memory.
 - `add_compute_copies(model)`: every non-float32 (bf16) `Linear` of this module gets a float32
   column-major copy kept outside the parameter tree (`_compute`, underscore names are not
-  parameters in MLX), used for float32 inputs. The stored bf16 weight stays the parameter, so the
+  parameters in MLX), used for float32 inputs (half inputs: float32 matmul, output rounded back,
+  like a half kernel accumulating in float32). The stored bf16 weight stays the parameter, so the
   model still saves and reports as bf16; memory: 4 extra bytes per Linear weight.
   `Linear.update` and `Lm.update` (hence `load_weights`, `set_dtype`) drop the copies, so new
   weights never meet a stale copy; call `add_compute_copies` again afterwards.
@@ -46,7 +47,7 @@ def is_column_major(w: mx.array) -> bool:
 
 class _ComputeCopy:
     """Shared by `Linear` and `QuantizedLinear`: an optional float32 column-major `_compute`
-    matrix (not a parameter: underscore names are skipped by MLX), used for float32 inputs."""
+    matrix (not a parameter: underscore names are skipped by MLX), used for float inputs."""
 
     def _float32_weight(self) -> mx.array | None:
         raise NotImplementedError
@@ -69,11 +70,12 @@ class _ComputeCopy:
 
     def __call__(self, x: mx.array) -> mx.array:
         w = self.get("_compute")
-        if w is None or x.dtype != mx.float32:
+        if w is None or x.dtype not in (mx.float32, mx.bfloat16, mx.float16):
             return super().__call__(x)
-        if "bias" in self:
-            return mx.addmm(self["bias"].astype(mx.float32), x, w.T)
-        return x @ w.T
+        # Half inputs: float32 matmul, output rounded back (a half kernel accumulating in float32).
+        x32 = x.astype(mx.float32)
+        y = mx.addmm(self["bias"].astype(mx.float32), x32, w.T) if "bias" in self else x32 @ w.T
+        return y.astype(x.dtype)
 
 
 class QuantizedLinear(_ComputeCopy, nn.QuantizedLinear):
