@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +31,9 @@ class Settings:
     mimi_backend: str = "mlx"
 
     def compute_dtype(self) -> str | None:
-        """`auto`: stored bf16 on Apple silicon; float32 activations elsewhere (MLX's CPU backend is
-        ~8x faster with float32 inputs to quantized matmuls, reference.md section 11)."""
-        if self.dtype != "auto":
-            return self.dtype
-        return None if sys.platform == "darwin" else "float32"
+        """The `dtype` for `load_lm`: `auto` -> None, which lets `load_lm` pick per platform (stored
+        bf16 on Metal; float32 activations on CPU, see `moshi_mlx.loading`)."""
+        return None if self.dtype == "auto" else self.dtype
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -54,7 +51,8 @@ class Model:
         return {
             "name": self.files.name, "precision": self.files.precision, "source": self.files.source,
             "lm_weight": str(self.files.lm_weight), "mimi_weight": str(self.files.mimi_weight),
-            "tokenizer": str(self.files.tokenizer), "dtype": self.settings.compute_dtype() or "stored",
+            "tokenizer": str(self.files.tokenizer), "dtype": self.settings.dtype,
+            "act_dtype": str(getattr(self.lm, "act_dtype", "")).replace("mlx.core.", ""),
             "mimi_backend": self.settings.mimi_backend,
         }
 
