@@ -28,6 +28,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from moshi_mlx.config import LmConfig, moshi_v0_1
+from moshi_mlx.loading import DTYPES
 from moshi_mlx.quant import quantizable_modules
 from moshi_mlx.weights.lm import detect_format, map_lm_torch
 
@@ -44,7 +45,6 @@ from .source import Source, SourceError
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
 DEFAULT_SHARD_BYTES = 5 << 30  # mlx-lm's MAX_FILE_SIZE_GB
 
 
