@@ -33,10 +33,11 @@ class TextTokenizer:
         return int(self._sp.vocab_size())
 
     def _visible(self, i: int) -> bool:
-        return i not in PAD_IDS and 0 <= i < self.vocab_size
+        # Control pieces (<s>, </s>, ...) are markup, not speech: never displayed.
+        return i not in PAD_IDS and 0 <= i < self.vocab_size and not self._sp.is_control(i)
 
     def piece(self, token_id: int) -> str:
-        """Display text of one id: "" for padding/unknown ids, "▁" shown as a space."""
+        """Display text of one id: "" for padding, control and unknown ids, "▁" shown as a space."""
         i = int(token_id)
         if not self._visible(i):
             return ""

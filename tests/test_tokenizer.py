@@ -48,7 +48,8 @@ def test_pieces_join_to_text_with_spaces(tok):
 def test_padding_and_unknown_ids_are_invisible(tok):
     ids = tok.encode("hello world")
     assert tok.piece(0) == "" and tok.piece(3) == "" and tok.piece(32000) == ""
-    noisy = [3, 3, 0] + ids[:2] + [3, 0] + ids[2:] + [3, 32000]
+    assert tok.piece(1) == "" and tok.piece(2) == ""  # <s>, </s>: control pieces
+    noisy = [3, 3, 0] + ids[:2] + [3, 2, 0] + ids[2:] + [1, 3, 32000]
     assert tok.decode(noisy) == "hello world"
     assert tok.decode(np.array(noisy)) == "hello world"
     assert tok.decode(mx.array(noisy)) == "hello world"
