@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--act", default="bf16")
     ap.add_argument("--configs", default="small,7b-l1")
     ap.add_argument("--quants", default="bf16,q8,q4")
-    ap.add_argument("--acts", default="bf16,float32,default,float32R,bf16S",
+    ap.add_argument("--acts", default="bf16,float32,default,float32R",
                     help="bf16, float32, default (each side's default dtype), float32R (float32 + "
                          "quantized Linears repacked for the CPU kernel), bf16S (bf16 with float32 "
                          "quantization scales); the last two are proposals, not the package")
