@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from make_golden_lm import released_state_dict  # same directory: one released-format export
 from moshi.models.lm import LMGen, LMModel
 from moshi.utils.compile import no_compile
 from safetensors.numpy import save_file
@@ -46,25 +47,6 @@ KWARGS = dict(
     depformer_max_period=10000, depformer_gating="silu", depformer_pos_emb="none",
     depformer_weights_per_step=True, delays=[0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1],
 )
-
-
-def released_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """moshi 0.2.x state_dict -> released names: concatenate `in_projs.{i}` / `out_projs.{i}` on dim 0."""
-    out: dict[str, torch.Tensor] = {}
-    groups: dict[str, list[tuple[int, torch.Tensor]]] = {}
-    for k, v in model.state_dict().items():
-        for part, name in ((".in_projs.", "in_proj_weight"), (".out_projs.", "out_proj.weight")):
-            if part in k:
-                prefix, rest = k.split(part)
-                idx = int(rest.split(".")[0])
-                assert rest == f"{idx}.weight", k
-                groups.setdefault(f"{prefix}.{name}", []).append((idx, v))
-                break
-        else:
-            out[k] = v
-    for k, parts in groups.items():
-        out[k] = torch.cat([v for _, v in sorted(parts, key=lambda p: p[0])], dim=0)
-    return {k: v.detach().contiguous().clone() for k, v in out.items()}
 
 
 def run(seed: int) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor], float]:
