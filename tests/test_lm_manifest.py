@@ -100,3 +100,41 @@ def test_torch_release_maps_onto_the_7b(manifest):
         assert (mapped[f"{s}.transformer.layers.3.gating.linear_in.weight"]
                 is views[f"depformer.layers.3.gating.{k}.linear_in.weight"])
     assert mapped["transformer.layers.7.norm2.weight"].shape == (4096,)
+
+
+def _lazy_7b(quant: dict | None) -> Lm:
+    """The 7B as loaded from a release file (bf16 or quantized), never evaluated."""
+    model = Lm(moshi_v0_1())
+    model.set_dtype(mx.bfloat16)
+    if quant is not None:
+        quantize_lm(model, quant)
+    return model
+
+
+@pytest.mark.parametrize("quant, ram_gib, plan", [
+    (None, 16, "stored"),     # bf16 15.4 GB on a 16 GB machine: no float32 copies
+    (None, 24, "stored"),
+    (None, 128, "float32-acts"),
+    ({"group_size": 32, "bits": 4}, 16, "float32-acts"),  # quantized: no copies, nothing grows
+    ({"group_size": 64, "bits": 8}, 16, "float32-acts"),
+])
+def test_auto_dtype_ram_guard_on_the_7b(monkeypatch, quant, ram_gib, plan):
+    from moshi_mlx import loading
+    from moshi_mlx.nn.cpu_linear import compute_copy_bytes
+
+    model = _lazy_7b(quant)
+    monkeypatch.setattr(loading, "_ram_bytes", lambda: ram_gib << 30)
+    assert loading.auto_plan(model) == plan
+    size = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    if quant is None:
+        assert abs(size - 15.38e9) < 0.02e9 and abs(compute_copy_bytes(model) - 29.56e9) < 0.1e9
+    else:
+        assert compute_copy_bytes(model) == 0
+
+
+def test_auto_dtype_on_metal_keeps_stored_bf16(monkeypatch):
+    from moshi_mlx import loading
+
+    monkeypatch.setattr(loading, "_ram_bytes", lambda: 1 << 50)
+    monkeypatch.setattr(mx, "default_device", lambda: mx.Device(mx.gpu))
+    assert loading.auto_plan(_lazy_7b(None)) == "stored"
