@@ -110,6 +110,8 @@ def _settings(a: argparse.Namespace):
 def _check_writable(**paths: Path | None) -> None:
     """Fail before a long session, not after it, when an output cannot be written."""
     for flag, p in paths.items():
+        if p is not None and p.is_dir():
+            raise IsADirectoryError(f"--{flag} {p}: is a directory; give a file name")
         if p is not None and not p.resolve().parent.is_dir():
             raise FileNotFoundError(f"--{flag} {p}: directory {p.parent} does not exist")
 
@@ -126,6 +128,8 @@ def cmd_chat(a: argparse.Namespace) -> int:
         return 0
     if a.duration is not None and a.duration <= 0:
         raise ValueError("--duration must be > 0")
+    if a.jitter_frames < 1:
+        raise ValueError("--jitter-frames must be >= 1")
     _check_writable(transcript=a.transcript, record=a.record)
     files = _files(a)
     opts = ChatOptions(a.input_device, a.output_device, a.duration, a.transcript, a.record,
@@ -139,6 +143,8 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     if not a.input.is_file():
         raise FileNotFoundError(f"--input {a.input}: no such file")
+    if a.pad_seconds < 0:
+        raise ValueError("--pad-seconds must be >= 0")
     _check_writable(output=a.output, transcript=a.transcript)
     data = run_file(_files(a), _settings(a), a.input, a.output, a.transcript, a.pad_seconds)
     st = data["stats"]

@@ -233,3 +233,19 @@ def test_both_mimi_backends_give_the_same_conversation(capsys, tmp_path, tiny_re
     assert np.sqrt(np.mean(outs["mlx"][1920:] ** 2)) > 0.01
     # Same codes all the way (the LM samples from identical user codes): audio within 16-bit steps.
     np.testing.assert_allclose(outs["rustymimi"], outs["mlx"], atol=2e-4)
+
+
+def test_negative_values_and_directory_outputs(capsys, tmp_path, tiny_repo, user_wav):  # noqa: F811
+    """Each mistake names its flag on one line (was: 'negative dimensions are not allowed', a
+    silently accepted jitter buffer of -2, and '[Errno 21] Is a directory')."""
+    rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", user_wav, "-o",
+                         tmp_path / "o.wav", "--pad-seconds", -3)
+    assert "--pad-seconds" in one_line_error(rc, err)
+    rc, _, err = run_cli(capsys, "chat", "--model-dir", tiny_repo, "--jitter-frames", -2,
+                         "--duration", 1)
+    assert "--jitter-frames" in one_line_error(rc, err)
+    rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", user_wav, "-o", tmp_path)
+    assert "--output" in one_line_error(rc, err) and "directory" in err
+    rc, _, err = run_cli(capsys, "chat", "--model-dir", tiny_repo, "--duration", 1,
+                         "--transcript", tmp_path)
+    assert "--transcript" in one_line_error(rc, err)
