@@ -53,6 +53,9 @@ INERT_LM_KEYS: dict[str, Any] = {
     "extra_heads_dim": 6,
     "depformer_norm": None,
     "cross_attention": False,
+    # In Kyutai's own config.json files (moshi_7b_202409.json, ...): PT's loader drops it, Kyutai's
+    # MLX reads it; the depformer is causal either way (one position per codebook, in order).
+    "depformer_causal": True,
 }
 
 

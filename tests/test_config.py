@@ -129,3 +129,14 @@ def test_inert_kyutai_keys_load_and_active_ones_are_refused():
     assert cfg == moshi_v0_1()
     with pytest.raises(ValueError, match="depformer_low_rank_embeddings=128 is not supported"):
         LmConfig.from_dict(dict(KYUTAI_LM_KWARGS, depformer_low_rank_embeddings=128))
+
+
+def test_kyutai_config_file_with_depformer_causal_loads(tmp_path):
+    """Kyutai's own `configs/moshi_7b_202409.json` is `_lm_kwargs` plus `"depformer_causal": true`
+    (PT's loader drops it, Kyutai's MLX reads it): it must give the preset."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(KYUTAI_LM_KWARGS, depformer_causal=True)))
+    cfg = LmConfig.from_file(path)
+    assert cfg == moshi_v0_1() and cfg.dep_dim_feedforward == 4224
+    with pytest.raises(ValueError, match="depformer_causal=False is not supported"):
+        LmConfig.from_dict(dict(KYUTAI_LM_KWARGS, depformer_causal=False))
