@@ -172,3 +172,27 @@ def test_text_only_model_without_depformer():
                           mx.array(user))
     text_l = np.array(teacher_forced_logits(lm, codes)[0])
     np.testing.assert_allclose(text_l[:, 0], np.stack(r["tl"], 1), atol=1e-4, rtol=0)
+
+
+def test_step_inputs_follow_kyutai_mlx_convention(lm):
+    """The exact temporal input ids of the first steps (reference.md section 3, MLX `LmGen`):
+    initial tokens text_card / card until the delays allow, then text of step s-1, Moshi's codes
+    as sampled at step s-1 (delayed layout), user stream k = frame s-1-d_k."""
+    cfg = lm.cfg
+    assert list(cfg.delays) == [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1]
+    T0, A0 = cfg.text_card, cfg.card
+    gen = LmGen(lm, GREEDY, GREEDY, compile=False)
+    seen = []
+    embed = gen._embed
+    gen._embed = lambda t: (seen.append(np.array(t)[0, :, 0]), embed(t))[1]
+    user = np.arange(1, 33, dtype=np.int32).reshape(4, 8) % 24
+    text, dep = [], []
+    for s in range(4):
+        out = gen.step(user[s][None])
+        text.append(int(out.text[0]))
+        dep.append(np.array(gen._dep_hist[-1][0]))
+    np.testing.assert_array_equal(seen[0], [T0] + [A0] * 16)
+    np.testing.assert_array_equal(seen[1], [text[0], dep[0][0]] + [A0] * 7 + [user[0][0]] + [A0] * 7)
+    for s in (2, 3):
+        want = [text[s - 1], *dep[s - 1], user[s - 1][0], *user[s - 2][1:]]
+        np.testing.assert_array_equal(seen[s], want)
