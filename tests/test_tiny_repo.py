@@ -67,3 +67,28 @@ def test_deterministic_per_seed(tmp_path, tiny_repo):  # noqa: F811
         assert (tmp_path / "a" / name).read_bytes() == (tiny_repo / name).read_bytes(), name
     assert (tmp_path / "b" / "model.safetensors").read_bytes() != (
         tiny_repo / "model.safetensors").read_bytes()
+
+
+def test_moshi_hears_the_user(tiny_repo):  # noqa: F811
+    """The tiny Mimi gives silence, a tone and noise different codes, so Moshi's (seeded) answer
+    depends on what the user says. With unit-normal codebooks every input encoded to one code."""
+    from moshi_mlx.audio.pipeline import Settings, load_model
+    from moshi_mlx.conversation import AudioFrame
+
+    model = load_model(hub.resolve(model_dir=tiny_repo), Settings(seed=3))
+    rng = np.random.default_rng(0)
+    t = np.arange(12 * 1920) / 24000
+    users = {"silence": np.zeros(t.size), "tone": 0.3 * np.sin(2 * np.pi * 300 * t),
+             "noise": 0.1 * rng.standard_normal(t.size)}
+    codes, answers = {}, {}
+    for name, pcm in users.items():
+        pcm = pcm.astype(np.float32)
+        codes[name] = np.asarray(model.mimi.encode(pcm.reshape(1, 1, -1)))[0]  # [K, T]
+        conv = model.conversation()
+        out = [e.pcm for f in pcm.reshape(-1, 1920) for e in conv.step(f)
+               if isinstance(e, AudioFrame)]
+        answers[name] = np.concatenate(out)
+    assert len(np.unique(codes["noise"][0])) >= 4  # the semantic codebook follows the noise
+    for a, b in [("silence", "tone"), ("silence", "noise"), ("tone", "noise")]:
+        assert (codes[a] != codes[b]).mean() > 0.5, (a, b)
+        assert np.abs(answers[a] - answers[b]).max() > 1e-3, (a, b)

@@ -7,8 +7,9 @@ Files (same names, key formats and `config.json` form as the real repos, see TEA
   temporal layers, 8+8 audio codebooks of 128 bins) in Kyutai's MLX names, quantized with
   `moshi_mlx.quant` (q8: group 64, q4: group 32, as Kyutai's files);
 - `tokenizer-e351c8d8-checkpoint125.safetensors`: a small random Mimi (same 24 kHz / 1920-sample
-  frames, 8 codebooks of 128 bins) in the released PyTorch key names, its output scaled to speech
-  level so that the audio path can be checked by ear and by meters;
+  frames, 8 codebooks of 128 bins fitted to its encoder, so different inputs get different codes)
+  in the released PyTorch key names, its output scaled to speech level so that the audio path can
+  be checked by ear and by meters;
 - `tokenizer_spm_32k_3.model`: sentencepiece trained on a few sentences, with Kyutai's special ids
   (0 unk, 1 bos, 2 eos, 3 pad);
 - `config.json`: the LM kwargs, hub keys `moshi_name`/`mimi_name`/`tokenizer_name`, a `"mimi"`
@@ -78,8 +79,11 @@ def train_tokenizer(vocab_size: int = 96) -> bytes:
     return buf.getvalue()
 
 
-def build_mimi_weights(cfg: MimiConfig, seed: int) -> dict:
-    """Random Mimi with initialized codebooks, output scaled to OUTPUT_RMS; released PyTorch names."""
+def build_mimi_weights(cfg: MimiConfig, seed: int, codebooks_from_data: bool = True) -> dict:
+    """Random Mimi with initialized codebooks, output scaled to OUTPUT_RMS; released PyTorch names.
+
+    `codebooks_from_data`: codebooks fitted to the random encoder's latents (else unit-normal
+    vectors, with which every input encodes to the same codes)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
@@ -96,12 +100,44 @@ def build_mimi_weights(cfg: MimiConfig, seed: int) -> dict:
             w[k] = mx.ones(v.shape, v.dtype)
     mimi.load_weights(list(w.items()), strict=True)
     rng = np.random.default_rng(seed)
+    if codebooks_from_data:
+        w.update(_codebooks_from_data(mimi, cfg, rng))
+        mimi = Mimi(cfg)  # a fresh model: the first one's prepared steps hold the old codebooks
+        mimi.load_weights(list(w.items()), strict=True)
     probe = (0.1 * rng.standard_normal((1, 1, cfg.frame_size * 8))).astype(np.float32)
     rms = float(np.sqrt(np.mean(np.square(np.asarray(mimi.decode(mimi.encode(probe)))))))
     gain = OUTPUT_RMS / max(rms, 1e-8)
     for k in ("decoder.final_conv1d.conv.conv.weight", "decoder.final_conv1d.conv.conv.bias"):
         w[k] = w[k] * gain  # the last decoder conv is linear: this scales the output
     return {k: np.asarray(v, np.float32) for k, v in map_mimi_to_torch(w, cfg).items()}
+
+
+def _codebooks_from_data(mimi, cfg: MimiConfig, rng: np.random.Generator) -> dict:
+    """Codebook vectors drawn from the residuals of real latents (as k-means init does), so that
+    different inputs get different codes. Unit-normal codebooks are far larger than a random
+    encoder's latents (~1e-3): every input then picked the same code and Moshi never heard the user.
+    """
+    import mlx.core as mx
+
+    n = 2 * cfg.quantizer_bins  # probe frames: speech-level noise and tones, 0.01-0.3
+    t = np.arange(cfg.frame_size) / cfg.sample_rate
+    amps = np.geomspace(0.01, 0.3, n)
+    tones = np.sin(2 * np.pi * rng.uniform(80, 2000, (n, 1)) * t)
+    frames = np.where(rng.random((n, 1)) < 0.5, tones, rng.standard_normal((n, cfg.frame_size)))
+    probe = (amps[:, None] * frames).astype(np.float32).reshape(1, 1, -1)
+    latent = np.asarray(mimi.encode_latent(probe), np.float32)[0]  # [T, D]
+    out = {}
+    for name, n_q in (("rvq_first", 1), ("rvq_rest", cfg.quantizer_n_q - 1)):
+        proj = np.asarray(getattr(mimi.quantizer, name).input_proj.weight, np.float32)[:, 0, :]
+        residual = latent @ proj.T  # [T, dim]
+        for i in range(n_q):
+            emb = residual[rng.choice(len(residual), cfg.quantizer_bins, replace=False)]
+            emb = emb + 1e-3 * emb.std() * rng.standard_normal(emb.shape)  # no duplicate codes
+            d = 0.5 * (emb * emb).sum(-1) - residual @ emb.T
+            residual = residual - emb[d.argmin(-1)]
+            out[f"quantizer.{name}.vq.layers.{i}.codebook.embedding_sum"] = mx.array(
+                emb.astype(np.float32))
+    return out
 
 
 def write_tiny_repo(out_dir: str | Path, quant: str = "bf16", seed: int = 0,
@@ -129,7 +165,9 @@ def write_tiny_repo(out_dir: str | Path, quant: str = "bf16", seed: int = 0,
     vocab = sentencepiece.SentencePieceProcessor(model_proto=spm_bytes).vocab_size()
     mimi_cfg = mimi_202407(32) if full_mimi else tiny_mimi_config()
     lm_cfg = tiny_lm_config(text_card=vocab, card=mimi_cfg.quantizer_bins)
-    save_file(build_mimi_weights(mimi_cfg, seed), str(out / MIMI_FILE))
+    # The real-size random Mimi keeps unit-normal codebooks: fitting them would take ~25 s here.
+    save_file(build_mimi_weights(mimi_cfg, seed, codebooks_from_data=not full_mimi),
+              str(out / MIMI_FILE))
     (out / MIMI_FILE).chmod(0o644)  # safetensors writes 0600
 
     mx.random.seed(seed)
