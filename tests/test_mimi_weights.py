@@ -88,3 +88,20 @@ def test_key_details():
     for bad in ("encoder.model.2.conv.conv.weight", "lm.text_emb.weight", "encoder.model.99.x"):
         with pytest.raises(KeyError):
             torch_key_to_ours(bad, cfg)
+
+
+def test_codebook_vectors_are_ema_sums_over_clamped_usage():
+    """Released codebooks store EMA statistics: vectors = embedding_sum / max(cluster_usage, 1e-5)
+    (PT `EuclideanCodebook`), unused entries (usage 0) included."""
+    import mlx.core as mx
+
+    from moshi_mlx.models.mimi.quantizer import EuclideanCodebook
+
+    cb = EuclideanCodebook(dim=3, bins=4)
+    es = np.array([[1, 2, 3], [4, 5, 6], [-1, 0, 1], [2e-5, 0, 0]], dtype=np.float32)
+    usage = np.array([2.0, 0.5, 0.0, 1e-7], dtype=np.float32)
+    cb.update({"embedding_sum": mx.array(es), "cluster_usage": mx.array(usage)})
+    emb, half_norm = cb.vectors()
+    want = es / np.maximum(usage, 1e-5)[:, None]
+    np.testing.assert_allclose(np.array(emb), want, rtol=1e-6)
+    np.testing.assert_allclose(np.array(half_norm), 0.5 * (want**2).sum(-1), rtol=1e-6)
