@@ -93,3 +93,31 @@ def test_plain_ui_when_not_a_tty():
     # every 5 s of elapsed time (t = 0, 5, ...), plus a final one
     assert len(status_lines) == len(range(0, len(WORDS), 5)) + 1 and "\x1b" not in buf.getvalue()
     assert status_lines[-1].endswith(f"0:{len(WORDS) - 1:02d}")
+
+
+def test_rich_ui_wraps_only_the_recent_text(monkeypatch):
+    """An hour of text costs a refresh no more than a minute of it (the whole text used to be
+    re-wrapped ~16 times a second on the UI thread, competing with the model for the GIL), and the
+    lines shown are still exactly the last lines of the whole text wrapped."""
+    import textwrap
+
+    from moshi_mlx.ui import terminal
+
+    wrapped_chars = []
+    real_wrap = textwrap.wrap
+    monkeypatch.setattr(terminal.textwrap, "wrap",
+                        lambda text, width: wrapped_chars.append(len(text)) or real_wrap(text, width))
+    rng = np.random.default_rng(0)
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    ui = RichUI(console, lines=4)
+    pieces = [str(rng.choice(WORDS))[: int(rng.integers(1, 6))] + " " * int(rng.random() < 0.4)
+              for _ in range(20000)]
+    for i, piece in enumerate(pieces):
+        ui.on_events([TextPiece(i, 100, piece)])
+        if i % 7 == 0:
+            ui.renderable()
+    assert len(ui.text) > 40000 and max(wrapped_chars[1:]) < 200
+    console.print(ui.renderable())
+    shown = [line[2:-1].rstrip() for line in buf.getvalue().splitlines() if line.startswith("│")]
+    assert shown == real_wrap("".join(pieces).strip(), 76)[-4:]

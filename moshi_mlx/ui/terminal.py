@@ -8,8 +8,10 @@ snapshot; neither knows about devices or models. Everything is laid out for 80 c
 from __future__ import annotations
 
 import math
+import re
 import sys
 import textwrap
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -20,6 +22,7 @@ from rich.text import Text
 from ..conversation import Event, TextPiece
 
 BUDGET_MS = 80.0
+_WHITESPACE = re.compile(r"\s")  # textwrap turns each whitespace character into one space
 
 
 @dataclass(frozen=True)
@@ -123,11 +126,32 @@ class RichUI(BaseUI):
         self.lines = lines
         self.refresh_per_second = refresh_per_second
         self._live: Any = None
+        # Incremental wrapping, so a refresh costs the same at minute 1 and at minute 60: greedy
+        # wrapping never changes a line once a later word has gone to the next one, so only the
+        # text after the last finished line (`_open`) is re-wrapped.
+        self._done: deque[str] = deque(maxlen=lines)
+        self._open = ""
+        self._width = 0
+
+    def on_text(self, piece: str) -> None:
+        super().on_text(piece)
+        self._open += _WHITESPACE.sub(" ", piece)
+
+    def wrapped_lines(self, width: int) -> list[str]:
+        """The last `lines` lines of Moshi's text wrapped at `width` (as `textwrap.wrap`)."""
+        if width != self._width:  # first call or terminal resized: re-wrap the recent text
+            self._width = width
+            self._done.clear()
+            self._open = _WHITESPACE.sub(" ", self.text[-(self.lines + 1) * width * 2:])
+        wrapped = textwrap.wrap(self._open.strip(), width)
+        if len(wrapped) > 1:
+            self._done.extend(wrapped[:-1])
+            self._open = self._open[self._open.rfind(wrapped[-1]):]
+        return (list(self._done) + wrapped[-1:])[-self.lines:]
 
     def renderable(self) -> Group:
         width = min(self.console.width, 100) - 4  # panel borders and padding
-        wrapped = textwrap.wrap(self.text.strip(), max(width, 20)) or [""]
-        body = "\n".join(wrapped[-self.lines:])
+        body = "\n".join(self.wrapped_lines(max(width, 20)))
         panel = Panel(Text(body), title="Moshi", title_align="left", width=width + 4)
         return Group(panel, status_text(self.status))
 
