@@ -63,14 +63,14 @@ def attention_mask(
         if context is not None and T > context:
             return create_causal_mask(T, 0, window_size=context)
         return "causal" if T > 1 else None
-    if not isinstance(cache, RotatingKVCache):
-        # Growing caches hold every key. Built here: mlx-lm 0.28 (our lower bound)
+    if isinstance(cache, (KVCache, ConcatenateKVCache)):
+        # mlx-lm's growing caches hold every key. Built here: mlx-lm 0.28 (our lower bound)
         # KVCache.make_mask ignores the window (test_growing_cache_with_context_applies_window).
         offset = int(cache.offset)
         if context is not None and offset + T > context:
             return create_causal_mask(T, offset, window_size=context)
         return "causal" if T > 1 else None
-    if context is not None and cache.max_size != context:
+    if isinstance(cache, RotatingKVCache) and context is not None and cache.max_size != context:
         raise ValueError(
             f"rotating cache holds {cache.max_size} entries but the attention context is {context}"
         )
