@@ -55,3 +55,25 @@ def test_rotating_cache_at_the_real_context_equals_windowed_full_pass():
     got = np.array(mx.concatenate(outs, axis=1))
     np.testing.assert_allclose(got, full, atol=2e-5, rtol=0)
     assert cache[0].offset == T and cache[0].keys.shape[2] == 3000
+
+
+def test_7b_norms_are_rms_f32_with_eps_1e8():
+    """Every norm of the (lazily built) 7B: RMSNorm, eps 1e-8, computed in float32 for bf16
+    inputs (PT "rms_norm_f32"); at tiny activations the eps decides the value."""
+    from moshi_mlx.models.lm import Lm
+
+    lm = Lm(moshi_v0_1())
+    norms = [lm.out_norm, lm.transformer.layers[31].norm1, lm.transformer.layers[0].norm2,
+             lm.depformer.slices[7].transformer.layers[5].norm1]
+    rng = np.random.default_rng(0)
+    for norm in norms:
+        d = norm.weight.shape[0]
+        w = (1 + 0.1 * rng.standard_normal(d)).astype(np.float32)
+        norm.weight = mx.array(w).astype(mx.bfloat16)
+        x = (1e-5 * rng.standard_normal((1, 2, d))).astype(np.float32)
+        x16 = np.array(mx.array(x).astype(mx.bfloat16).astype(mx.float32))
+        want = x16 / np.sqrt((x16.astype(np.float64) ** 2).mean(-1, keepdims=True) + 1e-8)
+        want = want * np.array(norm.weight.astype(mx.float32))
+        got = norm(mx.array(x16).astype(mx.bfloat16))
+        assert got.dtype == mx.bfloat16
+        np.testing.assert_allclose(np.array(got.astype(mx.float32)), want, rtol=1e-2, atol=1e-3)
