@@ -138,3 +138,29 @@ def test_auto_dtype_on_metal_keeps_stored_bf16(monkeypatch):
     monkeypatch.setattr(loading, "_ram_bytes", lambda: 1 << 50)
     monkeypatch.setattr(mx, "default_device", lambda: mx.Device(mx.gpu))
     assert loading.auto_plan(_lazy_7b(None)) == "stored"
+
+
+@pytest.mark.parametrize("name, filename, act_dtype", [
+    ("mlx_q4", "model.q4.safetensors", mx.float32),
+    ("mlx_q8", "model.q8.safetensors", mx.float32),
+    ("mlx_bf16", "model.safetensors", None),
+    ("torch", "model.safetensors", None),
+])
+def test_load_lm_end_to_end_on_the_release_layouts(manifest, monkeypatch, tmp_path, name, filename,
+                                                   act_dtype):
+    """`load_lm(<repo>/<file>)` with no config.json, as in Kyutai's repos, on a 16 GiB CPU machine:
+    the real loader path with lazy tensors of the release layout (evaluation skipped)."""
+    from moshi_mlx import loading
+
+    section = manifest[name]
+    monkeypatch.setattr(loading, "read_weights", lambda path: _lazy_checkpoint(section))
+    monkeypatch.setattr(loading, "_ram_bytes", lambda: 16 << 30)
+    monkeypatch.setattr(mx, "eval", lambda *a, **k: None)
+    before = mx.get_active_memory()
+    lm = loading.load_lm(tmp_path / filename)
+    assert lm.cfg == moshi_v0_1() and lm.act_dtype == act_dtype
+    want = manifest[name] if name != "torch" else manifest["mlx_bf16"]
+    loaded = {k: [list(v.shape), str(v.dtype).replace("mlx.core.", "")]
+              for k, v in tree_flatten(lm.parameters())}
+    assert loaded == want  # names, shapes and dtypes exactly as stored
+    assert mx.get_active_memory() - before < 200e6
