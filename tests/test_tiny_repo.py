@@ -92,3 +92,19 @@ def test_moshi_hears_the_user(tiny_repo):  # noqa: F811
     for a, b in [("silence", "tone"), ("silence", "noise"), ("tone", "noise")]:
         assert (codes[a] != codes[b]).mean() > 0.5, (a, b)
         assert np.abs(answers[a] - answers[b]).max() > 1e-3, (a, b)
+
+
+def test_moshi_speaks_at_speech_level_without_clipping(tiny_repo):  # noqa: F811
+    """The Mimi gain is calibrated on the codes the random LM emits: about -20 dBFS (it used to be
+    calibrated on a user-audio round trip, and Moshi's voice came out at -12 dBFS, clipping)."""
+    from moshi_mlx.audio.pipeline import Settings, load_model
+    from moshi_mlx.conversation import AudioFrame
+
+    model = load_model(hub.resolve(model_dir=tiny_repo), Settings(seed=1))
+    conv = model.conversation()
+    user = (0.1 * np.random.default_rng(1).standard_normal((60, 1920))).astype(np.float32)
+    voice = np.concatenate([e.pcm for f in user for e in conv.step(f)
+                            if isinstance(e, AudioFrame) and e.generated])
+    rms = float(np.sqrt(np.mean(voice**2)))
+    assert 0.05 < rms < 0.2, rms
+    assert np.mean(np.abs(voice) >= 1.0) < 1e-4
