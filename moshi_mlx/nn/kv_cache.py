@@ -64,7 +64,7 @@ def attention_mask(
             return create_causal_mask(T, 0, window_size=context)
         return "causal" if T > 1 else None
     if isinstance(cache, (KVCache, ConcatenateKVCache)):
-        # mlx-lm's growing caches hold every key. Built here: mlx-lm 0.28 (our lower bound)
+        # mlx-lm's growing caches hold every key. Built here: mlx-lm 0.28 (older releases)
         # KVCache.make_mask ignores the window (test_growing_cache_with_context_applies_window).
         offset = int(cache.offset)
         if context is not None and offset + T > context:
