@@ -103,6 +103,8 @@ def _settings(a: argparse.Namespace):
     for name in ("text_top_k", "audio_top_k"):
         if getattr(a, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (0 = off)")
+    if not 0 <= a.seed < 2**64:
+        raise ValueError("--seed must be in [0, 2**64)")
     return Settings(a.text_temp, a.text_top_k, a.audio_temp, a.audio_top_k, a.seed, a.dtype,
                     a.mimi_backend)
 
@@ -162,6 +164,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
     if a.frames < 1:
         raise ValueError("--frames must be >= 1")
+    _check_writable(json=a.json)
     result = bench(_files(a), _settings(a), frames=a.frames)
     print(format_bench(result))
     if a.json:

@@ -249,3 +249,13 @@ def test_negative_values_and_directory_outputs(capsys, tmp_path, tiny_repo, user
     rc, _, err = run_cli(capsys, "chat", "--model-dir", tiny_repo, "--duration", 1,
                          "--transcript", tmp_path)
     assert "--transcript" in one_line_error(rc, err)
+
+
+def test_bad_seed_and_unwritable_bench_json(capsys, tmp_path, tiny_repo, user_wav):  # noqa: F811
+    """A negative seed was a TypeError traceback from MLX; a bad --json path failed after the run."""
+    rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", user_wav, "-o",
+                         tmp_path / "o.wav", "--seed", -5)
+    assert "--seed" in one_line_error(rc, err)
+    rc, out, err = run_cli(capsys, "bench", "--model-dir", tiny_repo, "--frames", 2, "--json",
+                           tmp_path / "missing" / "b.json")
+    assert "--json" in one_line_error(rc, err) and out == ""
