@@ -86,6 +86,8 @@ def parse_model_name(spec: str, quant: str | None = None) -> tuple[str, str]:
         if sep in spec:
             head, tail = spec.split(sep, 1)
             if tail in QUANTS:
+                if quant is not None and quant != tail:
+                    raise HubError(f"--model {spec} and --quant {quant} disagree; give one")
                 spec, quant = head, tail
                 break
     if spec not in NAMES:

@@ -50,6 +50,13 @@ def test_unknown_name_lists_known_ones():
         hub.resolve(model="moshiko", quant="q3")
 
 
+def test_name_and_quant_that_disagree_are_refused():
+    """`--model moshiko-q8 --quant q4` used to fetch q8 silently (5 GB the user did not ask for)."""
+    with pytest.raises(hub.HubError, match="disagree"):
+        hub.parse_model_name("moshiko-q8", "q4")
+    assert hub.parse_model_name("moshiko-q8", "q8") == ("moshiko", "q8")
+
+
 def test_offline_cached_default_repo_resolves(hf_cache):
     snap = make_cached_repo(
         hf_cache,
