@@ -220,7 +220,11 @@ def from_repo(repo: str) -> ModelFiles:
         (f for q, f in LM_FILES.items() if repo.endswith(f"-{q}")), LM_FILES["bf16"]
     )
     names = _files_from_config(cfg, lm_default)
-    paths = [_fetch(repo, f, offline) for f in names]
+    paths = []
+    for f in names:
+        paths.append(_fetch(repo, f, offline))
+        # Unreachable hub: huggingface_hub retries each file for ~25 s; don't wait it out twice more.
+        offline = offline or paths[-1] is None
     missing = [f for f, p in zip(names, paths, strict=True) if p is None]
     if missing:
         raise HubError(_missing_message(repo, missing, why))

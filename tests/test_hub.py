@@ -169,6 +169,26 @@ def test_no_network_and_uncached(hf_cache, monkeypatch):
         hub.resolve(model="moshiko-bf16")
 
 
+def test_unreachable_hub_is_tried_once(hf_cache, monkeypatch):
+    """Each unreachable try costs ~25 s of huggingface_hub retries: the first one decides, and the
+    message still lists every missing file."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    tried = []
+
+    def unreachable(repo, filename, **kw):
+        tried.append(filename)
+        raise LocalEntryNotFoundError("Connection error, and the file is not cached")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    with pytest.raises(hub.HubError) as e:
+        hub.resolve(model="moshika-q8")
+    assert tried == ["model.q8.safetensors"]
+    assert all(f in str(e.value) for f in ("model.q8.safetensors", hub.MIMI_FILE, hub.TOKENIZER_FILE))
+
+
 def test_online_repo_without_config_downloads_default_names(hf_cache, monkeypatch, tmp_path):
     import huggingface_hub
     from huggingface_hub.errors import EntryNotFoundError
