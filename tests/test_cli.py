@@ -259,3 +259,12 @@ def test_bad_seed_and_unwritable_bench_json(capsys, tmp_path, tiny_repo, user_wa
     rc, out, err = run_cli(capsys, "bench", "--model-dir", tiny_repo, "--frames", 2, "--json",
                            tmp_path / "missing" / "b.json")
     assert "--json" in one_line_error(rc, err) and out == ""
+
+
+def test_list_devices_without_any(capsys, monkeypatch):
+    """No sound device at all: one error line (the listing used to be a blank line, exit 0)."""
+    import sounddevice
+
+    monkeypatch.setattr(sounddevice, "query_devices", lambda *a, **k: sounddevice.DeviceList())
+    rc, out, err = run_cli(capsys, "chat", "--list-devices")
+    assert "no sound devices" in one_line_error(rc, err) and out == ""

@@ -105,9 +105,13 @@ class AudioStats:
 
 
 def list_devices() -> str:
-    """The sound devices as sounddevice prints them (raises AudioDeviceError without PortAudio)."""
+    """The sound devices as sounddevice prints them (AudioDeviceError without PortAudio or when
+    there is none: an empty listing printed just a blank line)."""
     sd = _sounddevice()
-    return str(sd.query_devices())
+    devices = sd.query_devices()
+    if not len(devices):
+        raise AudioDeviceError("no sound devices found (is a sound card or audio server available?)")
+    return str(devices)
 
 
 def _sounddevice() -> Any:
