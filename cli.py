@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # huggingface_hub prints its own warnings (download retries): don't print each one twice.
+    logging.getLogger("huggingface_hub").propagate = a.debug
     cmds = {"chat": cmd_chat, "run": cmd_run, "bench": cmd_bench}
     return _guarded(lambda: cmds[a.command](a), a.debug)
 

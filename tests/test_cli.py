@@ -268,3 +268,21 @@ def test_list_devices_without_any(capsys, monkeypatch):
     monkeypatch.setattr(sounddevice, "query_devices", lambda *a, **k: sounddevice.DeviceList())
     rc, out, err = run_cli(capsys, "chat", "--list-devices")
     assert "no sound devices" in one_line_error(rc, err) and out == ""
+
+
+def test_hub_warnings_are_printed_once(tmp_path):
+    """Without network, huggingface_hub warns at each retry; each warning used to appear twice
+    (its own handler, then our root handler)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import logging, cli\n"
+            "from huggingface_hub.utils import logging as hf_logging\n"
+            "hf_logging.get_logger('huggingface_hub.utils._http')\n"
+            "cli.main(['run', '-i', 'missing.wav', '-o', 'o.wav'])\n"
+            "logging.getLogger('huggingface_hub.utils._http').warning('Retrying in 1s')\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=Path(cli.__file__).parent,
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "MOSHI_MLX_BLAS": "reference"})
+    assert p.stderr.count("Retrying in 1s") == 1, p.stderr
