@@ -181,6 +181,8 @@ class LiveAudio:
         self._over = 0  # consecutive callbacks that left more than jitter_frames queued
         self._streams: list[Any] = []
         self.input_rate = self.output_rate = SAMPLE_RATE
+        self._set_rates(SAMPLE_RATE, SAMPLE_RATE)
+        self._ready_in: list[np.ndarray] = []  # 24 kHz mic frames cut but not yet read
         self.input_level = 0.0  # RMS of the last frame read / written (model thread)
         self.output_level = 0.0
 
@@ -231,12 +233,7 @@ class LiveAudio:
         try:
             self.input_rate, self.output_rate = check_devices(self.input_device,
                                                               self.output_device)
-            in_block = round(FRAME_SIZE * self.input_rate / SAMPLE_RATE)
-            out_block = round(FRAME_SIZE * self.output_rate / SAMPLE_RATE)
-            self._resample_in = StreamResampler(self.input_rate, SAMPLE_RATE)
-            self._chunk_in = FrameChunker(FRAME_SIZE)
-            self._resample_out = StreamResampler(SAMPLE_RATE, self.output_rate)
-            self._chunk_out = FrameChunker(out_block)
+            in_block, out_block = self._set_rates(self.input_rate, self.output_rate)
             self._streams = [
                 sd.InputStream(samplerate=self.input_rate, blocksize=in_block, channels=1,
                                dtype="float32", device=self.input_device,
@@ -253,6 +250,17 @@ class LiveAudio:
         except (sd.PortAudioError, ValueError) as e:
             self.stop()
             raise AudioDeviceError(f"cannot open the sound device: {e}") from None
+
+    def _set_rates(self, input_rate: int, output_rate: int) -> tuple[int, int]:
+        """Resamplers and re-cutters between the devices' rates and 24 kHz; returns the devices'
+        block sizes (80 ms each)."""
+        in_block = round(FRAME_SIZE * input_rate / SAMPLE_RATE)
+        out_block = round(FRAME_SIZE * output_rate / SAMPLE_RATE)
+        self._resample_in = StreamResampler(input_rate, SAMPLE_RATE)
+        self._chunk_in = FrameChunker(FRAME_SIZE)
+        self._resample_out = StreamResampler(SAMPLE_RATE, output_rate)
+        self._chunk_out = FrameChunker(out_block)
+        return in_block, out_block
 
     def stop(self) -> None:
         for s in self._streams:
@@ -277,9 +285,8 @@ class LiveAudio:
 
     def read_frame(self, timeout: float = 0.5) -> np.ndarray | None:
         """Next 1920-sample mic frame at 24 kHz, or None if none arrived within `timeout`."""
-        ready = getattr(self, "_ready_in", None)
-        if ready:
-            return self._take(ready)
+        if self._ready_in:
+            return self._take(self._ready_in)
         while True:
             try:
                 block = self._in_q.get(timeout=timeout)
