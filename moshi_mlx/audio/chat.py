@@ -144,6 +144,7 @@ def run_chat(files: ModelFiles, settings: Settings, opts: ChatOptions, ui: BaseU
     audio = session.audio = LiveAudio(opts.input_device, opts.output_device,
                                       jitter_frames=opts.jitter_frames)
     interrupted = False
+    error: Exception | None = None
     ui_thread = _UiThread(ui, session)
     try:
         audio.start()
@@ -153,12 +154,19 @@ def run_chat(files: ModelFiles, settings: Settings, opts: ChatOptions, ui: BaseU
         _loop(session, conv, audio, opts.duration)
     except KeyboardInterrupt:
         interrupted = True
+    except Exception as e:  # e.g. the microphone went away: save what was recorded, then report
+        error = e
     finally:
         audio.stop()
         ui_thread.stop_flag.set()
         if ui_thread.is_alive():
             ui_thread.join(timeout=10)
-    return _save(session, settings, opts, interrupted, ui)
+    if error is not None and not session.recorder.frames:
+        raise error
+    stats = _save(session, settings, opts, interrupted, ui)
+    if error is not None:
+        raise error
+    return stats
 
 
 def _save(session: _Session, settings: Settings, opts: ChatOptions, interrupted: bool,
