@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import cli
+from moshi_mlx import hub
 from moshi_mlx.testing.fixtures import tiny_repo, tiny_repo_full_mimi, tiny_repos  # noqa: F401
 
 
@@ -286,3 +287,15 @@ def test_hub_warnings_are_printed_once(tmp_path):
                        capture_output=True, text=True, timeout=60,
                        env={**os.environ, "MOSHI_MLX_BLAS": "reference"})
     assert p.stderr.count("Retrying in 1s") == 1, p.stderr
+
+
+def test_unreadable_weight_files_are_named(capsys, tmp_path, tiny_repo, user_wav):  # noqa: F811
+    """MLX's load errors ('[load] Unknown file format wav', truncated safetensors) now name the file."""
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"junk")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((tiny_repo / hub.MIMI_FILE).read_bytes()[:100_000])
+    for flag, path in (("--lm-weight", junk), ("--mimi-weight", cut)):
+        rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, flag, path, "-i", user_wav,
+                             "-o", tmp_path / "o.wav")
+        assert path.name in one_line_error(rc, err)

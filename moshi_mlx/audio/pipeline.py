@@ -7,9 +7,12 @@ builds the pieces (call it on the thread that will run the model: MLX streams ar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..conversation import Conversation
@@ -78,6 +81,17 @@ def _lm_config(files: ModelFiles) -> dict[str, Any] | None:
     return cfg
 
 
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """MLX's own load errors ("[load] Unknown file format wav") do not say which file: add it."""
+    try:
+        yield
+    except (RuntimeError, ValueError, OSError) as e:
+        if str(path) in str(e) or path.name in str(e):
+            raise
+        raise ValueError(f"cannot load {path}: {e}") from None
+
+
 def load_model(files: ModelFiles, settings: Settings) -> Model:
     """Load LM, Mimi and tokenizer; raises ValueError/FileNotFoundError with clear messages."""
     import mlx.core as mx
@@ -89,10 +103,12 @@ def load_model(files: ModelFiles, settings: Settings) -> Model:
     if settings.seed is not None:
         mx.random.seed(settings.seed)
     log.info("loading LM from %s", files.lm_weight)
-    lm = load_lm(files.lm_weight, config=_lm_config(files), dtype=settings.compute_dtype())
+    with _naming(files.lm_weight):
+        lm = load_lm(files.lm_weight, config=_lm_config(files), dtype=settings.compute_dtype())
     log.info("loading Mimi from %s (%s)", files.mimi_weight, settings.mimi_backend)
-    mimi = load_mimi(files.mimi_weight, num_codebooks=lm.cfg.n_q - lm.cfg.dep_q,
-                     backend=settings.mimi_backend, config=files.config_dict().get("mimi"))
+    with _naming(files.mimi_weight):
+        mimi = load_mimi(files.mimi_weight, num_codebooks=lm.cfg.n_q - lm.cfg.dep_q,
+                         backend=settings.mimi_backend, config=files.config_dict().get("mimi"))
     try:
         tokenizer = TextTokenizer(files.tokenizer)
     except (RuntimeError, OSError) as e:
