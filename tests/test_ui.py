@@ -121,3 +121,16 @@ def test_rich_ui_wraps_only_the_recent_text(monkeypatch):
     console.print(ui.renderable())
     shown = [line[2:-1].rstrip() for line in buf.getvalue().splitlines() if line.startswith("│")]
     assert shown == real_wrap("".join(pieces).strip(), 76)[-4:]
+
+
+def test_rich_ui_status_stays_one_line_in_a_narrow_terminal():
+    """At 60 columns the status line drops what does not fit instead of wrapping its tail."""
+    buf = io.StringIO()
+    console = Console(file=buf, width=60, force_terminal=True, color_system=None)
+    ui = RichUI(console, lines=2)
+    for evs in events_for(WORDS):
+        ui.on_events(evs)
+    ui.set_status(status(late_frames=3, lost_frames=1))
+    console.print(ui.renderable())
+    last = buf.getvalue().splitlines()[-1]
+    assert last.startswith("moshiko q4 | 62/91ms of 80") and len(last) <= 60, last

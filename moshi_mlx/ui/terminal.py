@@ -153,7 +153,7 @@ class RichUI(BaseUI):
         width = min(self.console.width, 100) - 4  # panel borders and padding
         body = "\n".join(self.wrapped_lines(max(width, 20)))
         panel = Panel(Text(body), title="Moshi", title_align="left", width=width + 4)
-        return Group(panel, status_text(self.status))
+        return Group(panel, status_text(self.status, min(self.console.width, 80)))
 
     def start(self) -> None:
         from rich.live import Live
