@@ -46,13 +46,29 @@ def test_jitter_buffer_late_and_lost_frames_without_device():
         a._on_output(out, live.FRAME_SIZE, None, None)
         np.testing.assert_allclose(out[:, 0], expect)
     a._on_output(out, live.FRAME_SIZE, None, None)  # underrun
-    assert not out.any() and a.stats.late_frames == 1 and a.stats.output_frames == 2
+    # Silence played, but no frame is late yet: if the session ended here (the device draining
+    # after Moshi's last frame), nothing missed its slot.
+    assert not out.any() and a.stats.late_frames == 0 and a.stats.output_frames == 2
     for i in range(6):  # model faster than the card: oldest frames dropped past max_lag_frames
         a.write_frame(np.full(live.FRAME_SIZE, i / 10))
+        assert a.stats.late_frames == 1  # the frame that missed its slot arrived: late, once
     assert a.stats.lost_frames == 2 and len(a._out) == 4
     a._on_output(out, live.FRAME_SIZE, None, None)
     np.testing.assert_allclose(out[:, 0], 0.2)
     assert a.output_level == pytest.approx(0.5)
+
+
+def test_draining_after_the_last_frame_is_not_late():
+    a = live.LiveAudio(jitter_frames=1)
+    a._resample_out = live.StreamResampler(24000, 24000)
+    a._chunk_out = live.FrameChunker(live.FRAME_SIZE)
+    out = np.empty((live.FRAME_SIZE, 1), np.float32)
+    for _ in range(3):  # the model keeps pace: one frame written per callback
+        a.write_frame(np.full(live.FRAME_SIZE, 0.1))
+        a._on_output(out, live.FRAME_SIZE, None, None)
+    for _ in range(3):  # session over: the streams run on until stop() with nothing queued
+        a._on_output(out, live.FRAME_SIZE, None, None)
+    assert a.stats.output_frames == 3 and a.stats.late_frames == 0
 
 
 def test_input_queue_drops_oldest_when_model_lags():

@@ -12,7 +12,8 @@ Design (the reasons are latency and robustness):
 - Input queue bounded at `max_lag_frames`: when the model falls behind, the oldest input frames are
   dropped (counted in `lost_frames`) so the lag stays bounded and the session recovers.
 - Output jitter buffer: playback starts (and restarts after an underrun) once `jitter_frames` frames
-  are queued; a callback that finds nothing counts a `late_frame` and plays silence; frames beyond
+  are queued; a callback that finds nothing plays silence, counted as a `late_frame` once the
+  missing frame arrives; frames beyond
   `max_lag_frames` queued are dropped (lost) to bound latency, and a backlog above `jitter_frames`
   + 1 that lasts ~1 s (after a stall the model catches up in a burst) is trimmed by skipping quiet
   frames (peak < -40 dBFS, counted in `skipped_quiet`, not lost), so the latency returns to its
@@ -91,7 +92,7 @@ class AudioStats:
 
     input_frames: int = 0
     output_frames: int = 0
-    late_frames: int = 0  # output callback found no frame ready (played silence)
+    late_frames: int = 0  # a frame arrived after its playback slot (silence was played)
     dropped_input: int = 0  # mic frames dropped because the model fell behind
     dropped_output: int = 0  # Moshi frames dropped because the output buffer was full
     skipped_quiet: int = 0  # quiet output frames skipped to bring a lasting backlog back to target
@@ -179,6 +180,11 @@ class LiveAudio:
         self._out: collections.deque[tuple[np.ndarray, bool]] = collections.deque()
         self._playing = False
         self._over = 0  # consecutive callbacks that left more than jitter_frames queued
+        # Underruns seen by the callback (audio thread) vs. already counted as late (model thread):
+        # an underrun is a late frame only once the model delivers the frame that missed its slot,
+        # so the silence after the session's last frame (while the device drains) is not one.
+        self._underruns = 0
+        self._underruns_counted = 0
         self._streams: list[Any] = []
         self.input_rate = self.output_rate = SAMPLE_RATE
         self._set_rates(SAMPLE_RATE, SAMPLE_RATE)
@@ -223,8 +229,8 @@ class LiveAudio:
                     pass
         else:
             outdata.fill(0)
-            if self._playing:  # underrun: count it and refill the jitter buffer before resuming
-                self.stats.late_frames += 1
+            if self._playing:  # underrun: note it and refill the jitter buffer before resuming
+                self._underruns += 1
                 self._playing = False
 
     # --- model-thread side ----------------------------------------------------------------------
@@ -305,6 +311,10 @@ class LiveAudio:
     def write_frame(self, pcm: np.ndarray) -> None:
         """Queue one 24 kHz frame for playback (resampled to the device rate if needed)."""
         pcm = np.asarray(pcm, np.float32).reshape(-1)
+        missed = self._underruns - self._underruns_counted
+        if missed:
+            self.stats.late_frames += missed
+            self._underruns_counted += missed
         self.output_level = float(np.sqrt(np.mean(np.square(pcm)))) if pcm.size else 0.0
         for block in self._chunk_out.push(self._resample_out(pcm)):
             self._out.append((block, bool(np.abs(block).max(initial=0.0) < QUIET_PEAK)))
