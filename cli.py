@@ -69,14 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="file to file: Moshi answers a recorded user")
     r.add_argument("--input", "-i", type=Path, required=True, help="user audio (wav, any rate)")
     r.add_argument("--output", "-o", type=Path, required=True, help="Moshi's audio (24 kHz wav)")
-    r.add_argument("--transcript", type=Path, metavar="FILE.json")
+    r.add_argument("--transcript", type=Path, metavar="FILE.json",
+                   help="save text pieces with frame times, settings, stats")
     r.add_argument("--pad-seconds", type=float, default=4.0,
                    help="silence appended so Moshi can answer (default 4)")
     _add_model_args(r)
     _add_sampling_args(r)
 
     b = sub.add_parser("bench", help="frames/s, frame time p50/p95, peak memory")
-    b.add_argument("--frames", type=int, default=100)
+    b.add_argument("--frames", type=int, default=100,
+                   help="frames to time after warm-up (default 100 = 8 s of audio)")
     b.add_argument("--json", type=Path, metavar="FILE", help="also save the numbers as JSON")
     _add_model_args(b)
     _add_sampling_args(b)
