@@ -20,12 +20,10 @@ frames, and report wall and CPU (process) time per frame and MLX peak memory.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import logging
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,7 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from bench_lm_setup import (
     FILES,
     QUANTS,
@@ -42,6 +39,7 @@ from bench_lm_setup import (
     prepare,
     repack_quantized_for_cpu,
 )
+from lm_timing import run_frames, user_codes
 
 log = logging.getLogger("bench_lm")
 
@@ -56,11 +54,6 @@ LABELS = {"default": "default (ours: auto)", "float32R": "float32 + q8 CPU repac
 
 
 # Our side (runs in a fresh subprocess) -----------------------------------------------------------
-def user_codes(n: int, n_user: int, card: int, seed: int) -> np.ndarray:
-    """Fixed pseudo-random user codes [n, n_user]; kyutai_lm.py draws the same ones."""
-    return np.random.default_rng(seed).integers(0, card, size=(n, n_user), dtype=np.int64)
-
-
 def worker(args: argparse.Namespace) -> int:
     """Time our LmGen.step; print one JSON line like kyutai_lm.py (same --lockstep protocol)."""
     import mlx.core as mx
@@ -93,53 +86,20 @@ def worker(args: argparse.Namespace) -> int:
         dt = mx.bfloat16 if args.act.startswith("bf16") else mx.float32
         xs = (mx.random.normal((1, args.prefill, cfg["dim"])) * 0.1).astype(dt)
         mx.eval(lm.temporal(xs, gen.cache))
-    n_total = args.warmup + args.frames
-    codes = user_codes(n_total, cfg["n_q"] - cfg["dep_q"], cfg["card"], args.seed)
-    times, cpu, texts, audio_frames = [], [], [], 0
-    mx.reset_peak_memory()
-    if args.lockstep:
-        sys.stdout.write("READY\n")
-        sys.stdout.flush()
-    for i in range(n_total):
-        if args.lockstep:
-            sys.stdin.readline()
-        user = mx.array(codes[i][None, :], dtype=mx.int32)
-        t0, c0 = time.perf_counter(), time.process_time()
+    codes = user_codes(args.warmup + args.frames, cfg["n_q"] - cfg["dep_q"], cfg["card"], args.seed)
+
+    def step(user: mx.array) -> tuple[mx.array, Any]:
         out = gen.step(user)
-        if out.audio is not None:
-            mx.eval(out.text, out.audio)
-            audio_frames += int(i >= args.warmup)
-        else:
-            mx.eval(out.text)
-        tok = int(np.asarray(out.text).reshape(-1)[0])
-        dt, dc = time.perf_counter() - t0, time.process_time() - c0
-        texts.append(tok)
-        if i >= args.warmup:
-            times.append(dt * 1000.0)
-            cpu.append(dc * 1000.0)
-        if args.lockstep:
-            sys.stdout.write(f"FRAME {dt * 1000.0:.3f}\n")
-            sys.stdout.flush()
-    ms = np.asarray(times)
+        return out.text, out.audio
+
     res = {
         "impl": "ours",
         "quant": args.quant,
         "act": args.act,
         "act_dtype": str(getattr(lm, "act_dtype", None)),
         "repacked_linears": swapped,
-        "frames": args.frames,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p95_ms": float(np.percentile(ms, 95)),
-        "mean_ms": float(ms.mean()),
-        "cpu_p50_ms": float(np.percentile(cpu, 50)),
-        "cpu_p95_ms": float(np.percentile(cpu, 95)),
-        "peak_mem_mb": mx.get_peak_memory() / 2**20,
-        "rss_max_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "load_s": load_s,
-        "audio_frames": audio_frames,
-        "text_tokens": texts,
-        "mlx": importlib.metadata.version("mlx"),
-        "moshi_mlx": importlib.metadata.version("moshi_mlx"),
+        **run_frames(step, codes, args.warmup, args.lockstep),
     }
     sys.stdout.write(json.dumps(res) + "\n")
     return 0

@@ -25,15 +25,14 @@ peak MLX memory, max RSS, mlx and moshi_mlx versions, and the text tokens produc
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
-import resource
 import sys
 import time
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
+from lm_timing import run_frames, user_codes
 
 from moshi_mlx import models, utils
 
@@ -54,11 +53,6 @@ def build_model(cfg_dict: dict, weights: str, quant: str, act: str) -> models.Lm
         model.set_dtype(DTYPES[act])
     mx.eval(model.parameters())
     return model
-
-
-def user_codes(n: int, n_user: int, card: int, seed: int) -> np.ndarray:
-    """Fixed pseudo-random user codes [n, n_user], same generator as bench_lm.py."""
-    return np.random.default_rng(seed).integers(0, card, size=(n, n_user), dtype=np.int64)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,54 +98,17 @@ def main(argv: list[str] | None = None) -> int:
         mx.eval(model.transformer(xs, cache=model.transformer_cache))
     n_user = cfg_dict["n_q"] - cfg_dict["dep_q"]
     codes = user_codes(n_total, n_user, cfg_dict["card"], args.seed)
-    times: list[float] = []
-    cpu: list[float] = []
-    texts: list[int] = []
-    audio_frames = 0
-    mx.reset_peak_memory()
-    if args.lockstep:
-        sys.stdout.write("READY\n")
-        sys.stdout.flush()
-    for i in range(n_total):
-        if args.lockstep:
-            sys.stdin.readline()
-        user = mx.array(codes[i][None, :], dtype=mx.int32)
-        t0, c0 = time.perf_counter(), time.process_time()
-        text, _ = gen.step(user)  # 0.3.0 returns (text tokens, transformer output)
-        audio = gen.last_audio_tokens()
-        if audio is not None:
-            mx.eval(text, audio)
-            audio_frames += int(i >= args.warmup)
-        else:
-            mx.eval(text)
-        tok = int(np.asarray(text).reshape(-1)[0])
-        dt, dc = time.perf_counter() - t0, time.process_time() - c0
-        texts.append(tok)
-        if i >= args.warmup:
-            times.append(dt * 1000.0)
-            cpu.append(dc * 1000.0)
-        if args.lockstep:
-            sys.stdout.write(f"FRAME {dt * 1000.0:.3f}\n")
-            sys.stdout.flush()
 
-    ms = np.asarray(times)
+    def step(user: mx.array) -> tuple[mx.array, Any]:
+        text, _ = gen.step(user)  # 0.3.0 returns (text tokens, transformer output)
+        return text, gen.last_audio_tokens()
+
     result = {
         "impl": "kyutai",
         "quant": args.quant,
         "act": args.act,
-        "frames": args.frames,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p95_ms": float(np.percentile(ms, 95)),
-        "mean_ms": float(ms.mean()),
-        "cpu_p50_ms": float(np.percentile(cpu, 50)),
-        "cpu_p95_ms": float(np.percentile(cpu, 95)),
-        "peak_mem_mb": mx.get_peak_memory() / 2**20,
-        "rss_max_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "load_s": load_s,
-        "audio_frames": audio_frames,
-        "text_tokens": texts,
-        "mlx": importlib.metadata.version("mlx"),
-        "moshi_mlx": importlib.metadata.version("moshi_mlx"),
+        **run_frames(step, codes, args.warmup, args.lockstep),
     }
     sys.stdout.write(json.dumps(result) + "\n")
     return 0

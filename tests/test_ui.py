@@ -22,6 +22,12 @@ def events_for(words):
     return out
 
 
+def captured_terminal(width: int) -> tuple[io.StringIO, Console]:
+    """A rich console that believes it is a colourless terminal of `width` columns."""
+    buf = io.StringIO()
+    return buf, Console(file=buf, width=width, force_terminal=True, color_system=None)
+
+
 def status(**kw):
     base = dict(model="moshiko", precision="q4", p50_ms=62.4, p95_ms=91.2, lag_frames=2,
                 in_level=0.1, out_level=0.001, elapsed_s=75.0)
@@ -45,8 +51,7 @@ def test_status_colour_tracks_the_budget():
 
 
 def test_rich_ui_renders_streamed_text_at_80_columns():
-    buf = io.StringIO()
-    console = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    buf, console = captured_terminal(80)
     ui = RichUI(console, lines=1)
     for evs in events_for(WORDS):
         ui.on_events(evs)
@@ -61,8 +66,7 @@ def test_rich_ui_renders_streamed_text_at_80_columns():
 
 
 def test_rich_live_session_writes_to_console():
-    buf = io.StringIO()
-    console = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    buf, console = captured_terminal(80)
     with make_ui(console) as ui:
         assert isinstance(ui, RichUI)
         ui.warn("Use headphones")
@@ -108,8 +112,7 @@ def test_rich_ui_wraps_only_the_recent_text(monkeypatch):
     monkeypatch.setattr(terminal.textwrap, "wrap",
                         lambda text, width: wrapped_chars.append(len(text)) or real_wrap(text, width))
     rng = np.random.default_rng(0)
-    buf = io.StringIO()
-    console = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    buf, console = captured_terminal(80)
     ui = RichUI(console, lines=4)
     pieces = [str(rng.choice(WORDS))[: int(rng.integers(1, 6))] + " " * int(rng.random() < 0.4)
               for _ in range(20000)]
@@ -125,8 +128,7 @@ def test_rich_ui_wraps_only_the_recent_text(monkeypatch):
 
 def test_rich_ui_status_stays_one_line_in_a_narrow_terminal():
     """At 60 columns the status line drops what does not fit instead of wrapping its tail."""
-    buf = io.StringIO()
-    console = Console(file=buf, width=60, force_terminal=True, color_system=None)
+    buf, console = captured_terminal(60)
     ui = RichUI(console, lines=2)
     for evs in events_for(WORDS):
         ui.on_events(evs)
