@@ -110,6 +110,19 @@ def input_frame(step: int, delay: int) -> int:
     return step - 1 - delay
 
 
+def user_frame(step: int, delay: int) -> int:
+    """Streaming: the user frame (index as passed to the generator) that a user stream with `delay`
+    feeds the model at `step`; < 0 means the initial token.
+
+    PyTorch `LMGen`'s convention: the frame passed at step t is written at column t + delay and
+    column `step` is read at once, except that every column `step <= delay` is an initial token
+    (`is_init = offset <= delay`). So frame `step - delay` is read when it is >= 1 and the very
+    first frame (80 ms at the start of a session) is never read.
+    """
+    f = step - delay
+    return f if f >= 1 else -1
+
+
 def sampled_frame(step: int, delay: int) -> int:
     """Streaming: aligned frame of the token a generated stream with `delay` samples at `step`."""
     return step - delay

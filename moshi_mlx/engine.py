@@ -5,31 +5,31 @@ acoustic delay allows, Moshi's audio codes of one aligned frame. The generator o
 (temporal KV caches from `lm.make_cache()`, the last tokens, the random key), so one `Lm` can
 serve several `LmGen` instances, i.e. several independent streams.
 
-Timing convention (Kyutai's MLX `LmGen` and Rust `lm_generate_multistream`; reference.md sec. 3).
+Timing convention: PyTorch `LMGen`'s (moshi/models/lm.py, `LMGen._step`), the reference.
 Streams are K = 1 + n_q rows: 0 text, 1..dep_q Moshi audio, then the user's audio; d_k = delays[k].
 At step s (0-based, `step_count` before the call):
-- the temporal input of stream k is aligned frame s-1-d_k of that stream, or its initial token
-  (text_card for text, card for audio) when s-1-d_k < 0. So the user frame passed at step s is
-  aligned frame s: it is first read at step s+1+d_k, never at step s itself.
+- user stream k feeds the user frame passed at step s - d_k (`delays.user_frame`), or its initial
+  token (card) when s - d_k < 1. So the frame passed at step s is read *in that same step* by the
+  delay-0 codebooks (the semantic one), and Moshi's text and audio of step s already react to it.
+  Frame 0 is never read: PT feeds initial tokens on every column s <= d_k.
+- Moshi's text and audio streams feed what was sampled at step s-1 (the delayed layout), or their
+  initial tokens (text_card, card) while s <= d_k.
 - text sampled at step s is Moshi's text of frame s -> `StepOutput.text`.
-- the depformer samples codebook k of frame s-d_k (dropped when negative). Moshi's audio input at
-  step s+1 is therefore always what the depformer sampled at step s (the delayed layout).
+- the depformer samples codebook k of frame s-d_k (dropped when negative).
 - `StepOutput.audio` is Moshi's complete aligned frame s-D, D = max Moshi audio delay (1 for Moshi),
   i.e. codebook k taken from the depformer output of step s-D+d_k; None while s < D. Text thus
-  leads audio by D frames, as in Kyutai's MLX `last_audio_tokens()`.
-This is exactly `Lm.forward`'s teacher-forced alignment (PT `LMModel.forward`), which
-`tests/test_engine_golden.py` checks logit by logit. (One caveat, shared with PT `LMGen`: within a
-frame the depformer feeds codebook k-1 as sampled at this step; if delays were not non-decreasing
-over Moshi's codebooks, that token could belong to a frame < 0, where the forward feeds the initial
-token instead. Moshi's delays [0, 1, ..., 1] never hit this.)
+  leads audio by D frames. PT's `step` returns the same audio frame at the same step (with the text
+  of that frame, which we returned D steps earlier).
+Teacher forcing: `Lm.forward` (PT `LMModel.forward`) reads aligned frame f of every stream at step
+f+1+d_k, so a streamed run equals `lm.forward` on aligned codes whose user frame f is the frame
+passed at step f+1 (`tests/test_engine.py`, `tests/test_engine_golden.py`). One caveat, shared with
+PT `LMGen`: within a frame the depformer feeds codebook k-1 as sampled at this step; if delays were
+not non-decreasing over Moshi's codebooks, that token could belong to a frame < 0, where the forward
+feeds the initial token instead. Moshi's delays [0, 1, ..., 1] never hit this.
 
-Relation to PT `LMGen` (moshi/models/lm.py): PT reads the user codes passed at step t already at
-step t+d_k (not t+1+d_k), and replaces step 0's user frame by initial tokens. Feeding our step s
-the frame PT got at step s+1 gives identical inputs, hence identical tokens: our user frame f is
-PT's user frame f+1 (the golden test feeds PT's user stream shifted by one). PT's `step` at t
-returns frame t-1 whole (text and audio, None at t = 0); we return the text of frame s at once and
-the audio of frame s-1: our step s returns the text that PT's step s+1 returns, one call earlier,
-and the same audio frame as PT's step s.
+Difference from Kyutai's MLX `LmGen` (and Rust `lm_generate_multistream`): they read the user frame
+passed at step s only at step s+1+d_k, so Moshi hears the user one 80 ms frame later than the model
+allows. Feeding them our frame s+1 at their step s gives the same tokens as ours at step s.
 
 Sampling uses explicit keys split from `seed` (one key per step, one per depformer codebook), so a
 given seed reproduces a session exactly; `reset()` restarts it.
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
-from .delays import input_frame, sampled_frame, undelay
+from .delays import input_frame, sampled_frame, undelay, user_frame
 from .models.lm import Lm
 from .sampling import DEFAULT_AUDIO, DEFAULT_TEXT, Sampler
 
@@ -116,7 +116,7 @@ class LmGen:
         self._key = mx.random.key(self.seed)
         self._prev_text = self._text_init
         self._prev_audio = self._audio_init_moshi
-        # User frames s-1-d for every user delay d, and depformer outputs of the last D+1 steps.
+        # User frames s-d for every user delay d, and depformer outputs of the last D+1 steps.
         self._user_hist: deque[mx.array] = deque(maxlen=int(self._user_delays.max(initial=0)) + 1)
         self._dep_hist: deque[mx.array] = deque(maxlen=self.audio_delay + 1)
         self.last_text_logits: mx.array | None = None
@@ -143,13 +143,13 @@ class LmGen:
         return u[:, : self.num_user].astype(mx.int32)
 
     def _user_input(self, s: int) -> mx.array:
-        """[B, n_user]: column j holds user frame input_frame(s, d_j), or the initial token."""
+        """[B, n_user]: column j holds user frame user_frame(s, d_j), or the initial token."""
         out = self._audio_init_user
         for d, cols in self._user_cols.items():
-            f = input_frame(s, d)
+            f = user_frame(s, d)
             if f < 0:
                 continue
-            frame = self._user_hist[-1 - (s - 1 - f)]  # the newest stored frame is s-1
+            frame = self._user_hist[-1 - (s - f)]  # the newest stored frame is s
             out = frame if len(self._user_cols) == 1 else mx.where(cols, frame, out)
         return out
 
@@ -227,6 +227,7 @@ class LmGen:
     def step(self, user_codes) -> StepOutput:
         """One 80 ms frame: user codes [B, n_q - dep_q] (or [B, ., 1]), mx or numpy ints."""
         u = self._user_codes(user_codes)
+        self._user_hist.append(u)  # read at this very step by the delay-0 codebooks
         lm = self.lm
         text_key, audio_keys = self._keys()
         h = lm.temporal(self._embed(self._inputs()), self.cache)[:, -1]  # [B, D]
@@ -239,7 +240,6 @@ class LmGen:
             if self.keep_logits:
                 self.last_audio_logits = audio_logits
         self._prev_text = text
-        self._user_hist.append(u)
         if self.keep_logits:
             self.last_text_logits = text_logits
         out = StepOutput(text=text, audio=self._aligned_audio())

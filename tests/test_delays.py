@@ -14,6 +14,7 @@ from moshi_mlx.delays import (
     sampled_frame,
     undelay,
     undelay_mask,
+    user_frame,
 )
 
 MOSHI_DELAYS = [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1]
@@ -80,6 +81,17 @@ def test_streaming_rules_match_whole_sequence_layout():
     for s in range(T):
         for d in delays:
             assert input_frame(s + 1, d) == sampled_frame(s, d)
+
+
+def test_user_frame_follows_pt_lmgen_cache():
+    """PT `LMGen` writes the user frame passed at step t into column t + d and reads column s,
+    with initial tokens on every column s <= d; `user_frame` is that rule."""
+    T = 8
+    for d in range(4):
+        cache = {t + d: t for t in range(T)}
+        for s in range(T):
+            expect = -1 if s <= d else cache[s]
+            assert user_frame(s, d) == expect
 
 
 @settings(max_examples=40, deadline=None)

@@ -55,8 +55,9 @@ def test_sampled_run_equals_teacher_forced_forward_past_context(lm, delays):
     D = gen.audio_delay
     assert all(a is None for a in r["audio"][:D]) and all(a is not None for a in r["audio"][D:])
     n = STEPS - D  # complete aligned frames
+    # Teacher forcing reads aligned user frame f at step f+1: the frame passed at step f+1.
     codes = aligned_codes(mx.array(r["text"][:, :n]), mx.array(np.stack(r["audio"][D:], 1)),
-                          mx.array(user[:, :n]))
+                          mx.array(user[:, 1 : n + 1]))
     text_l, audio_l = (np.array(x) for x in teacher_forced_logits(lm, codes))
     tl, al = np.stack(r["tl"], 1), np.stack(r["al"], 1)
     np.testing.assert_allclose(text_l[:, 0], tl[:, :n], atol=1e-4, rtol=0)
@@ -65,17 +66,45 @@ def test_sampled_run_equals_teacher_forced_forward_past_context(lm, delays):
     assert len(np.unique(r["text"])) > 3  # sampling at temp 1 gives varied tokens
 
 
-def test_user_frame_is_first_read_at_next_step(lm):
-    """MLX/Rust convention: the user frame passed at step s changes nothing at step s."""
+@pytest.mark.parametrize("f", [1, 5])
+def test_user_frame_is_read_in_the_step_it_is_given(lm, f):
+    """PT convention: the user frame passed at step f (f >= 1) changes the logits of step f
+    already, and nothing before it."""
     user = user_codes()
     changed = user.copy()
-    changed[:, 5] = (changed[:, 5] + 1) % 24
+    changed[:, f, 0] = (changed[:, f, 0] + 1) % 24  # the semantic (delay 0) codebook only
     a = run(LmGen(lm, GREEDY, GREEDY, keep_logits=True), user)
     b = run(LmGen(lm, GREEDY, GREEDY, keep_logits=True), changed)
-    for s in range(6):
+    for s in range(f):
         np.testing.assert_array_equal(a["tl"][s], b["tl"][s])
         np.testing.assert_array_equal(a["al"][s], b["al"][s])
-    assert np.abs(a["tl"][6] - b["tl"][6]).max() > 1e-4
+    assert np.abs(a["tl"][f] - b["tl"][f]).max() > 1e-4
+    assert np.abs(a["al"][f] - b["al"][f]).max() > 1e-4
+
+
+def test_first_user_frame_is_never_read(lm):
+    """PT feeds initial tokens on every column s <= d_k: frame 0 changes nothing at all."""
+    user = user_codes()
+    changed = user.copy()
+    changed[:, 0] = (changed[:, 0] + 1) % 24
+    a = run(LmGen(lm, GREEDY, GREEDY, keep_logits=True), user)
+    b = run(LmGen(lm, GREEDY, GREEDY, keep_logits=True), changed)
+    np.testing.assert_array_equal(np.stack(a["tl"]), np.stack(b["tl"]))
+    np.testing.assert_array_equal(np.stack(a["al"]), np.stack(b["al"]))
+
+
+def test_new_alignment_is_the_old_one_a_frame_earlier(lm):
+    """Kyutai's MLX convention (the user frame of step s read at s+1) fed frame s+1 at step s gives
+    our tokens: checked through the teacher-forced forward, which reads aligned frame f at step f+1
+    (exactly that older convention with aligned frame f = input frame f)."""
+    user = user_codes()
+    r = run(LmGen(lm, GREEDY, GREEDY, keep_logits=True), user)
+    old_style = user[:, 1:]  # what the older convention needed to produce the same run
+    n = STEPS - 1
+    codes = aligned_codes(mx.array(r["text"][:, :n]), mx.array(np.stack(r["audio"][1:], 1)),
+                          mx.array(old_style[:, :n]))
+    text_l, _ = teacher_forced_logits(lm, codes)
+    np.testing.assert_array_equal(np.array(text_l)[:, 0].argmax(-1), r["text"][:, :n])
 
 
 def test_batch_rows_are_independent_streams(lm):
@@ -168,16 +197,17 @@ def test_text_only_model_without_depformer():
     user = user_codes()
     r = run(LmGen(lm, Sampler(1.0), seed=0, keep_logits=True), user)
     assert all(a is None for a in r["audio"])
-    codes = aligned_codes(mx.array(r["text"]), mx.zeros((1, STEPS, 0), dtype=mx.int32),
-                          mx.array(user))
+    n = STEPS - 1  # aligned user frame f = the frame passed at step f+1
+    codes = aligned_codes(mx.array(r["text"][:, :n]), mx.zeros((1, n, 0), dtype=mx.int32),
+                          mx.array(user[:, 1:]))
     text_l = np.array(teacher_forced_logits(lm, codes)[0])
-    np.testing.assert_allclose(text_l[:, 0], np.stack(r["tl"], 1), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(text_l[:, 0], np.stack(r["tl"], 1)[:, :n], atol=1e-4, rtol=0)
 
 
-def test_step_inputs_follow_kyutai_mlx_convention(lm):
-    """The exact temporal input ids of the first steps (reference.md section 3, MLX `LmGen`):
-    initial tokens text_card / card until the delays allow, then text of step s-1, Moshi's codes
-    as sampled at step s-1 (delayed layout), user stream k = frame s-1-d_k."""
+def test_step_inputs_follow_pt_lmgen_convention(lm):
+    """The exact temporal input ids of the first steps (PT `LMGen._step`): initial tokens
+    text_card / card while s <= d_k, then text of step s-1, Moshi's codes as sampled at step s-1
+    (delayed layout), user stream k = the frame passed at step s-d_k."""
     cfg = lm.cfg
     assert list(cfg.delays) == [0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1]
     T0, A0 = cfg.text_card, cfg.card
@@ -192,7 +222,7 @@ def test_step_inputs_follow_kyutai_mlx_convention(lm):
         text.append(int(out.text[0]))
         dep.append(np.array(gen._dep_hist[-1][0]))
     np.testing.assert_array_equal(seen[0], [T0] + [A0] * 16)
-    np.testing.assert_array_equal(seen[1], [text[0], dep[0][0]] + [A0] * 7 + [user[0][0]] + [A0] * 7)
+    np.testing.assert_array_equal(seen[1], [text[0], dep[0][0]] + [A0] * 7 + [user[1][0]] + [A0] * 7)
     for s in (2, 3):
-        want = [text[s - 1], *dep[s - 1], user[s - 1][0], *user[s - 2][1:]]
+        want = [text[s - 1], *dep[s - 1], user[s][0], *user[s - 1][1:]]
         np.testing.assert_array_equal(seen[s], want)

@@ -1,8 +1,8 @@
 """Streaming generation vs PyTorch `LMGen` goldens (tests/golden/make_golden_gen.py), fp32.
 
 The golden model has the real structure (8 + 8 streams, acoustic delay 1, per-step depformer
-weights, context 24 < 63 steps, so the rotating cache wraps) and batch 2. PT's user frame t+1 is
-our user frame t (see moshi_mlx/engine.py), so step s gets `user[:, s + 1]`.
+weights, context 24 < 64 steps, so the rotating cache wraps) and batch 2. We follow PT's timing
+convention exactly (see moshi_mlx/engine.py), so step s gets PT's own `user[:, s]`.
 
 Tolerances: PT's own streaming vs full-forward logits differ by 2.4e-6 on this model; we allow
 1e-4 (logits are O(1)). Greedy margins in the golden are >= 3e-4 (checked by the script), so
@@ -40,8 +40,8 @@ def run(golden):
     B, T, _ = g["user"].shape
     gen = LmGen(lm, GREEDY, GREEDY, batch_size=B, keep_logits=True)
     texts, audios, tl, al = [], [], [], []
-    for s in range(T - 1):
-        out = gen.step(g["user"][:, s + 1])
+    for s in range(T):
+        out = gen.step(g["user"][:, s])
         texts.append(np.array(out.text))
         audios.append(None if out.audio is None else np.array(out.audio))
         tl.append(np.array(gen.last_text_logits))
@@ -53,7 +53,7 @@ def run(golden):
 def test_greedy_tokens_identical_to_pt(golden, run):
     _, g = golden
     n = run["text"].shape[1]
-    assert n >= 50
+    assert n == g["user"].shape[1] >= 50
     np.testing.assert_array_equal(run["text"], g["text"][:, :n])
     assert run["audio"][0] is None
     ours = np.stack(run["audio"][1:], 1)  # frames 0 .. n-2
