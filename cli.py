@@ -2,7 +2,7 @@
 
     python cli.py chat [--duration S] [--transcript t.json] [--record r.wav]  # live, sound card
     python cli.py run --input in.wav --output out.wav [--transcript t.json]  # file to file
-    python cli.py bench [--frames N]                                         # speed on this machine
+    python cli.py bench [--frames N] [--schedule serial|pipelined]           # speed on this machine
     python cli.py quantize SRC OUT_DIR --recipe NAME                         # see quantize/
     python cli.py quantize-report OUT_DIR --reference SRC
 
@@ -49,6 +49,13 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=299792458, help="random seed (reproducible runs)")
 
 
+def _add_schedule_arg(p: argparse.ArgumentParser, default_help: str) -> None:
+    p.add_argument("--schedule", choices=["auto", "serial", "pipelined"], default="auto",
+                   help="serial: encode, LM, decode one after another (lowest latency); "
+                        "pipelined: Mimi decodes the previous frame while the LM runs (+80 ms "
+                        f"latency, more headroom); {default_help}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cli.py", description="Talk with Moshi, in MLX.")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -62,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--transcript", type=Path, metavar="FILE.json", help="save text, settings, stats")
     c.add_argument("--record", type=Path, metavar="FILE.wav", help="save user+Moshi, 2 channels")
     c.add_argument("--plain", action="store_true", help="plain text output even on a terminal")
-    c.add_argument("--jitter-frames", type=int, default=1, help="output buffer in 80 ms frames")
+    c.add_argument("--jitter-frames", type=int, default=1,
+                   help="smallest output buffer in 80 ms frames (it grows when the sound card "
+                        "consumes in bursts)")
+    _add_schedule_arg(c, "auto (default) picks from the warm-up stage times")
     _add_model_args(c)
     _add_sampling_args(c)
 
@@ -73,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save text pieces with frame times, settings, stats")
     r.add_argument("--pad-seconds", type=float, default=4.0,
                    help="silence appended so Moshi can answer (default 4)")
+    _add_schedule_arg(r, "same output either way; auto = serial")
     _add_model_args(r)
     _add_sampling_args(r)
 
@@ -80,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--frames", type=int, default=100,
                    help="frames to time after warm-up (default 100 = 8 s of audio)")
     b.add_argument("--json", type=Path, metavar="FILE", help="also save the numbers as JSON")
+    _add_schedule_arg(b, "auto (default) picks from the warm-up stage times, as chat does")
     _add_model_args(b)
     _add_sampling_args(b)
 
@@ -108,7 +120,7 @@ def _settings(a: argparse.Namespace):
     if not 0 <= a.seed < 2**64:
         raise ValueError("--seed must be in [0, 2**64)")
     return Settings(a.text_temp, a.text_top_k, a.audio_temp, a.audio_top_k, a.seed, a.dtype,
-                    a.mimi_backend)
+                    a.mimi_backend, a.schedule)
 
 
 def _check_writable(**paths: Path | None) -> None:

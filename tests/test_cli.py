@@ -85,6 +85,35 @@ def test_run_is_deterministic_per_seed(capsys, tmp_path, tiny_repo, user_wav):  
     assert outs[0] == outs[1] and outs[0] != outs[2]
 
 
+def first_differing_frame(a: np.ndarray, b: np.ndarray) -> int | None:
+    diff = np.abs(a.reshape(-1, 1920) - b.reshape(-1, 1920)).max(axis=1) > 0
+    return int(np.argmax(diff)) if diff.any() else None
+
+
+@pytest.mark.parametrize("f", [6, 15])
+def test_run_answers_input_frame_f_at_output_frame_f(capsys, tmp_path, tiny_repo, f):  # noqa: F811
+    """Two inputs equal up to frame f and different from frame f on (greedy, same seed): the
+    outputs first differ at frame f, in both schedules, and the schedules write the same file."""
+    x = speechlike(2.0, 24000)
+    y = x.copy()  # from frame f on: loud noise, so the tiny Mimi's codes surely change at f
+    y[f * 1920:] = 0.5 * np.random.default_rng(5).standard_normal(len(x) - f * 1920)
+    ins = [write_wav(tmp_path / f"in{i}.wav", v, 24000) for i, v in enumerate((x, y))]
+    got = {}
+    for sched in ("serial", "pipelined"):
+        for i, wav in enumerate(ins):
+            out = tmp_path / f"{sched}{i}.wav"
+            rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "--input", wav,
+                                 "--output", out, "--text-temp", 0, "--audio-temp", 0,
+                                 "--seed", 3, "--pad-seconds", 0, "--schedule", sched)
+            assert rc == 0, err
+            got[sched, i] = out.read_bytes()
+            audio, _, _ = read_wav(out)
+            assert audio.shape[1] == 25 * 1920  # one output frame per input frame
+        a, b = (read_wav(tmp_path / f"{sched}{i}.wav")[0] for i in (0, 1))
+        assert first_differing_frame(a, b) == f
+    assert got["serial", 0] == got["pipelined", 0] and got["serial", 1] == got["pipelined", 1]
+
+
 def test_run_with_quantized_model(capsys, tmp_path, tiny_repos, user_wav):  # noqa: F811
     out = tmp_path / "q.wav"
     rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repos("q4"), "-i", user_wav, "-o", out,
@@ -99,6 +128,18 @@ def test_bench_prints_numbers(capsys, tmp_path, tiny_repo):  # noqa: F811
     assert "frames/s" in out and "p95" in out and "peak RSS" in out
     r = json.loads(js.read_text())
     assert r["frames"] == 5 and r["frames_per_s"] > 0 and r["frame_ms_p95"] >= r["frame_ms_p50"]
+    assert r["schedule"] in ("serial", "pipelined") and "schedule" in out
+
+
+@pytest.mark.parametrize("schedule", ["serial", "pipelined"])
+def test_bench_takes_the_schedule(capsys, tmp_path, tiny_repo, schedule):  # noqa: F811
+    js = tmp_path / "b.json"
+    rc, out, err = run_cli(capsys, "bench", "--model-dir", tiny_repo, "--frames", 4,
+                           "--schedule", schedule, "--json", js)
+    assert rc == 0, err
+    r = json.loads(js.read_text())
+    assert r["schedule"] == schedule and r["schedule_reason"] == "--schedule"
+    assert r["frames_per_s"] > 0 and r["encode_ms_p50"] > 0 and r["decode_ms_p50"] > 0
 
 
 def test_quantize_commands_forward_argv(capsys, monkeypatch):

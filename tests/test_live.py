@@ -31,10 +31,10 @@ def test_frame_chunker_recuts_exactly():
     assert [f.tolist() for f in out] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
 
 
-def test_jitter_buffer_late_and_lost_frames_without_device():
-    a = live.LiveAudio(jitter_frames=2, max_lag_frames=4)
-    a._resample_out = live.StreamResampler(24000, 24000)
-    a._chunk_out = live.FrameChunker(live.FRAME_SIZE)
+def test_output_path_late_and_lost_frames_without_device():
+    a = live.LiveAudio(jitter_frames=2, max_lag_frames=12)
+    ticks = iter(np.arange(100) * 0.08)  # the callback runs once per 80 ms: no bursts
+    a.jitter.clock = lambda: next(ticks)
     out = np.empty((live.FRAME_SIZE, 1), np.float32)
     a._on_output(out, live.FRAME_SIZE, None, None)
     assert not out.any() and a.stats.late_frames == 0  # not started yet: silence is not "late"
@@ -49,19 +49,18 @@ def test_jitter_buffer_late_and_lost_frames_without_device():
     # Silence played, but no frame is late yet: if the session ended here (the device draining
     # after Moshi's last frame), nothing missed its slot.
     assert not out.any() and a.stats.late_frames == 0 and a.stats.output_frames == 2
-    for i in range(6):  # model faster than the card: oldest frames dropped past max_lag_frames
-        a.write_frame(np.full(live.FRAME_SIZE, i / 10))
+    for i in range(15):  # model far faster than the card: only past the 12-frame cap is one lost
+        a.write_frame(np.full(live.FRAME_SIZE, 0.1 + i / 100))
         assert a.stats.late_frames == 1  # the frame that missed its slot arrived: late, once
-    assert a.stats.lost_frames == 2 and len(a._out) == 4
+    assert a.stats.lost_frames == 3 and a.jitter.depth == 12
+    assert a.jitter.target == 3  # the underrun raised the target by one
     a._on_output(out, live.FRAME_SIZE, None, None)
-    np.testing.assert_allclose(out[:, 0], 0.2)
-    assert a.output_level == pytest.approx(0.5)
+    np.testing.assert_allclose(out[:, 0], 0.13)
+    assert a.output_level == pytest.approx(0.24)
 
 
 def test_draining_after_the_last_frame_is_not_late():
     a = live.LiveAudio(jitter_frames=1)
-    a._resample_out = live.StreamResampler(24000, 24000)
-    a._chunk_out = live.FrameChunker(live.FRAME_SIZE)
     out = np.empty((live.FRAME_SIZE, 1), np.float32)
     for _ in range(3):  # the model keeps pace: one frame written per callback
         a.write_frame(np.full(live.FRAME_SIZE, 0.1))
@@ -144,8 +143,8 @@ def test_resampled_devices_through_pulseaudio(pulse_server, monkeypatch):  # noq
 
 
 def test_recovers_after_a_slow_model_through_pulseaudio(pulse_server):  # noqa: F811
-    """A model stalling for ~1 s: old input is dropped (counted lost), then the output backlog
-    shrinks back by skipping quiet frames."""
+    """A model stalling for ~1 s: old input is dropped past a small input bound (counted lost),
+    then the output backlog shrinks back by skipping quiet frames."""
     with live.LiveAudio("pulse", "pulse", max_lag_frames=4) as audio:
         assert audio.read_frame(timeout=5.0) is not None
         time.sleep(1.0)  # the model thread stalls: ~12 frames arrive, only 4 are kept
@@ -153,11 +152,13 @@ def test_recovers_after_a_slow_model_through_pulseaudio(pulse_server):  # noqa: 
         assert lost >= 5 and audio._in_q.qsize() <= 4
         for _ in range(4):  # the model catches up in a burst: its backlog moves to the output
             audio.write_frame(audio.read_frame(timeout=2.0))
-        assert len(audio._out) >= 3
-        for _ in range(40):  # back to real time: the output backlog is trimmed to the target
+        assert audio.jitter.depth >= 3
+        for _ in range(60):  # back to real time: the output backlog is trimmed to the target
             frame = audio.read_frame(timeout=2.0)
             assert frame is not None
             audio.write_frame(frame)
-        assert audio._in_q.qsize() <= 1 and len(audio._out) <= 3  # target + 1 slack + this one
+        assert audio._in_q.qsize() <= 1
+        assert audio.jitter.depth <= audio.jitter.target + 2  # + 1 slack + this one
         assert 1 <= audio.stats.skipped_quiet <= 4  # silent mic frames: skipped, not lost
+        assert audio.stats.dropped_output == 0
         assert audio.stats.dropped_input == lost  # no more input drops once the model keeps up

@@ -18,7 +18,7 @@ def events_for(words):
     out = []
     for i, w in enumerate(words):
         out.append([TextPiece(i, 100 + i, " " + w), AudioFrame(i, np.zeros(1920, np.float32), True),
-                    FrameTiming(i, 10.0, 40.0, 12.0)])
+                    FrameTiming(i, 10.0, 40.0, 12.0, 62.0)])
     return out
 
 
@@ -42,6 +42,18 @@ def test_status_line_fits_80_columns_and_says_everything():
     assert line.startswith("moshiko q4 | 62/91ms of 80 | lag 160ms")
     assert "in ###. out ...." in line and "late 3 lost 1" in line and line.endswith("1:15")
     assert meter(1.0) == "####" and meter(0.0) == "...."
+
+
+def test_status_line_shows_schedule_buffer_and_echo():
+    line = status_text(status(schedule="pipelined", buffer_ms=240.0, echo_db=31.4,
+                              late_frames=2)).plain
+    assert len(line) <= 80, line
+    assert line.startswith("moshiko q4 | 62/91ms of 80 pipe | buf 240ms | aec -31dB")
+    assert "late 2 lost 0" in line and line.endswith("1:15")
+    serial = status_text(status(schedule="serial", buffer_ms=80.0)).plain
+    assert "62/91ms of 80 ser | buf 80ms" in serial
+    # A pile-up shows the lag on both sides instead, whatever the schedule.
+    assert "lag 1.6s" in status_text(status(schedule="serial", lag_frames=20)).plain
 
 
 def test_status_colour_tracks_the_budget():

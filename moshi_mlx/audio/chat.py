@@ -2,7 +2,8 @@
 
 Threads:
 - PortAudio's callback threads (inside `LiveAudio`): move 80 ms blocks through queues only.
-- the main thread runs the model: loads it, runs warm-up frames, opens the sound card, then loops
+- the main thread runs the model: loads it, runs warm-up frames (which also pick the frame
+  schedule, see moshi_mlx/conversation.py), opens the sound card, then loops
   `read_frame -> Conversation.step -> write_frame`, feeding the session recorder and posting events.
   The main thread (not a worker) because MLX 0.32 aborts the process at exit ("terminate called
   without an active exception") in about 1 run in 7 once a non-main thread has evaluated arrays,
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..conversation import AudioFrame, FrameTiming
+from ..conversation import BUDGET_MS, AudioFrame, FrameTiming
 from ..hub import ModelFiles
 from ..ui.terminal import BaseUI, Status
 from .live import LiveAudio, check_devices
@@ -37,7 +38,6 @@ ECHO_WARNING = ("Use headphones: with laptop speakers Moshi hears itself (there 
                 "cancellation) and the conversation degrades.")
 NO_INPUT_TIMEOUT_S = 10.0
 STATUS_EVERY_S = 0.25
-BUDGET_MS = 80.0
 
 
 @dataclass
@@ -62,6 +62,9 @@ class _Session:
         self.slow_frames = 0
         self.audio: LiveAudio | None = None
         self.model: Any = None
+        self.schedule = ""
+        self.schedule_reason = ""
+        self.buffer_ms: deque[float] = deque(maxlen=12 * 60 * 60)  # output buffer latency per frame
         self.t_start = 0.0  # the session clock starts with the first microphone frame
 
     def status(self) -> Status:
@@ -75,6 +78,7 @@ class _Session:
             elapsed_s=time.monotonic() - self.t_start if self.t_start else 0.0,
             late_frames=a.stats.late_frames if a else 0,
             lost_frames=a.stats.lost_frames if a else 0,
+            schedule=self.schedule, buffer_ms=a.buffer_ms if a else 0.0,
         )
 
 
@@ -124,6 +128,7 @@ def _loop(session: _Session, conv: Any, audio: LiveAudio, duration: float | None
             elif isinstance(ev, FrameTiming):
                 session.recent_ms.append(ev.total_ms)
                 session.slow_frames += ev.total_ms > BUDGET_MS
+        session.buffer_ms.append(audio.buffer_ms)
         session.recorder.add_user(frame)
         session.recorder.add(events)
         session.events.put(events)
@@ -136,10 +141,14 @@ def run_chat(files: ModelFiles, settings: Settings, opts: ChatOptions, ui: BaseU
     ui.info(f"loading {files.name} {files.precision} from {files.source} ...")
     session = _Session(files, opts)
     session.model = load_model(files, settings)
-    conv = session.model.conversation()
-    warm = conv.warmup(opts.warmup_frames)  # compile kernels before the first real frame
-    if len(warm) >= 2 and min(warm[1:]) > BUDGET_MS:
-        ui.warn(f"this model takes about {min(warm[1:]):.0f} ms per 80 ms frame here: it cannot "
+    # Warm-up compiles kernels before the first real frame and times the stages for the schedule.
+    conv, choice, warm = session.model.start(opts.warmup_frames)
+    session.schedule, session.schedule_reason = choice.schedule, choice.reason
+    ui.info(f"schedule {choice.schedule} ({choice.reason})")
+    per_frame = [t.serial_ms if choice.schedule == "serial" else
+                 t.encode_ms + max(t.lm_ms, t.decode_ms) for t in warm[1:]]
+    if per_frame and min(per_frame) > BUDGET_MS:
+        ui.warn(f"this model takes about {min(per_frame):.0f} ms per 80 ms frame here: it cannot "
                 "keep real time (expect gaps); try --quant q4, or `cli.py bench` to compare")
     audio = session.audio = LiveAudio(opts.input_device, opts.output_device,
                                       jitter_frames=opts.jitter_frames)
@@ -152,6 +161,7 @@ def run_chat(files: ModelFiles, settings: Settings, opts: ChatOptions, ui: BaseU
                                            " (Ctrl-C to stop)"))
         ui_thread.start()
         _loop(session, conv, audio, opts.duration)
+        session.recorder.add(conv.flush())  # pipelined: the last step's audio, for the record
     except KeyboardInterrupt:
         interrupted = True
     except Exception as e:  # e.g. the microphone went away: save what was recorded, then report
@@ -181,9 +191,20 @@ def _save(session: _Session, settings: Settings, opts: ChatOptions, interrupted:
         dropped_input=a.stats.dropped_input if a else 0,
         dropped_output=a.stats.dropped_output if a else 0,
         skipped_quiet=a.stats.skipped_quiet if a else 0,
+        catchup_frames=a.stats.catchup_frames if a else 0,
         input_overflows=a.stats.input_overflows if a else 0,
         output_underflows=a.stats.output_underflows if a else 0,
+        max_input_burst=a.stats.max_input_burst if a else 0,
+        max_output_burst=a.stats.max_output_burst if a else 0,
+        jitter_target_frames=a.jitter.target if a else 0,
+        jitter_max_target_frames=a.jitter.stats.max_target if a else 0,
+        output_buffer_ms_p50=round(percentile(list(session.buffer_ms), 50), 1),
+        output_buffer_ms_p95=round(percentile(list(session.buffer_ms), 95), 1),
+        output_buffer_ms_max=round(max(session.buffer_ms, default=0.0), 1),
+        device_input_latency_ms=round(a.input_latency_ms, 1) if a else None,
+        device_output_latency_ms=round(a.output_latency_ms, 1) if a else None,
         input_rate=a.input_rate if a else None, output_rate=a.output_rate if a else None,
+        schedule=session.schedule, schedule_reason=session.schedule_reason,
         interrupted=interrupted,
     )
     model_info = session.model.describe()
@@ -196,8 +217,9 @@ def _save(session: _Session, settings: Settings, opts: ChatOptions, interrupted:
     if opts.record:
         rec.write_recording(opts.record)
         ui.info(f"recording (user, Moshi) saved to {opts.record}")
-    ui.info(f"{stats['frames']} frames, p50 {stats['frame_ms_p50']:.1f} ms, "
-            f"p95 {stats['frame_ms_p95']:.1f} ms, late {stats['late_frames']}, "
+    ui.info(f"{stats['frames']} frames ({stats['schedule']}), p50 {stats['frame_ms_p50']:.1f} ms, "
+            f"p95 {stats['frame_ms_p95']:.1f} ms, output buffer p50 "
+            f"{stats['output_buffer_ms_p50']:.0f} ms, late {stats['late_frames']}, "
             f"lost {stats['lost_frames']}")
     return stats
 

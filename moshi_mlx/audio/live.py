@@ -9,33 +9,31 @@ Design (the reasons are latency and robustness):
   resampling, no logging in callbacks.
 - If a device cannot open at 24 kHz, it is opened at its own default rate with a block of 80 ms at
   that rate, and the model thread resamples (`StreamResampler`) on its side of the queues.
-- Input queue bounded at `max_lag_frames`: when the model falls behind, the oldest input frames are
-  dropped (counted in `lost_frames`) so the lag stays bounded and the session recovers.
-- Output jitter buffer: playback starts (and restarts after an underrun) once `jitter_frames` frames
-  are queued; a callback that finds nothing plays silence, counted as a `late_frame` once the
-  missing frame arrives; frames beyond
-  `max_lag_frames` queued are dropped (lost) to bound latency, and a backlog above `jitter_frames`
-  + 1 that lasts ~1 s (after a stall the model catches up in a burst) is trimmed by skipping quiet
-  frames (peak < -40 dBFS, counted in `skipped_quiet`, not lost), so the latency returns to its
-  target during Moshi's pauses without cutting its speech.
+- Input queue bounded at `max_lag_frames` (2 s by default, enough for any burst a device
+  delivers): only when the model falls that far behind are the oldest input frames dropped
+  (counted in `lost_frames`), so the lag stays bounded and the session recovers.
+- Output: `JitterBuffer` (moshi_mlx/audio/jitter.py) absorbs bursts on both sides without dropping
+  Moshi's voiced frames; it brings an excess latency back down by skipping quiet frames or, in
+  continuous speech, by playing frames up to 10% faster (`StreamResampler.speed`), both counted.
+  Its queued latency, the device's reported latencies and the burst sizes seen are reported.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import queue
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..conversation import FRAME_S, FRAME_SIZE, SAMPLE_RATE
+from .jitter import CATCHUP_SPEED, JitterBuffer
+
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
-FRAME_SIZE = 1920  # 24000 Hz / 12.5 Hz Mimi frame rate
-DRIFT_CALLBACKS = 12  # ~1 s of output backlog over the jitter target before skipping a frame
-QUIET_PEAK = 0.01  # -40 dBFS: a block this quiet can be skipped without an audible cut
+MAX_LAG_FRAMES = 25  # 2 s: past this much backlog on either side, frames are dropped (lost)
 
 
 class AudioDeviceError(RuntimeError):
@@ -46,27 +44,30 @@ class StreamResampler:
     """Stateful linear-interpolation resampler for a continuous stream cut into blocks.
 
     Linear interpolation is enough for the live path's fallback rates (speech band, 44.1/48 kHz <->
-    24 kHz); the file path uses the real resampler in `moshi_mlx.audio.wav`.
+    24 kHz); the file path uses the real resampler in `moshi_mlx.audio.wav`. `speed` > 1 plays the
+    stream faster (fewer output samples, continuous across blocks): the jitter buffer's catch-up.
     """
 
     def __init__(self, sr_in: int, sr_out: int) -> None:
         self.sr_in, self.sr_out = int(sr_in), int(sr_out)
         self._step = self.sr_in / self.sr_out  # input samples per output sample
+        self.speed = 1.0
         self._pos = 0.0  # position of the next output sample, relative to _prev
         self._prev = np.zeros(0, np.float32)  # last input sample of the previous block
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.sr_in == self.sr_out:
+        if self.sr_in == self.sr_out and self.speed == 1.0 and not len(self._prev):
             return np.asarray(x, np.float32)
         buf = np.concatenate([self._prev, np.asarray(x, np.float32)])
         if len(buf) < 2:
             self._prev = buf
             return np.zeros(0, np.float32)
-        n_out = int(np.floor((len(buf) - 1 - self._pos) / self._step)) + 1
+        step = self._step * self.speed
+        n_out = int(np.floor((len(buf) - 1 - self._pos) / step)) + 1
         n_out = max(n_out, 0)
-        t = self._pos + self._step * np.arange(n_out)
+        t = self._pos + step * np.arange(n_out)
         out = np.interp(t, np.arange(len(buf)), buf).astype(np.float32)
-        self._pos = self._pos + self._step * n_out - (len(buf) - 1)
+        self._pos = self._pos + step * n_out - (len(buf) - 1)
         self._prev = buf[-1:]
         return out
 
@@ -88,20 +89,26 @@ class FrameChunker:
 
 @dataclass
 class AudioStats:
-    """Counters shared between the callbacks and the model thread (ints: atomic enough in CPython)."""
+    """Counters shared between the callbacks and the model thread (ints: atomic enough in CPython).
+
+    The output side's counters (played, late, skipped, caught up, lost) live in the jitter buffer's
+    `JitterStats`; `LiveAudio.stats` merges both into this view."""
 
     input_frames: int = 0
     output_frames: int = 0
     late_frames: int = 0  # a frame arrived after its playback slot (silence was played)
-    dropped_input: int = 0  # mic frames dropped because the model fell behind
-    dropped_output: int = 0  # Moshi frames dropped because the output buffer was full
-    skipped_quiet: int = 0  # quiet output frames skipped to bring a lasting backlog back to target
+    dropped_input: int = 0  # mic frames dropped because the model fell 2 s behind
+    dropped_output: int = 0  # Moshi frames dropped past the output buffer's hard cap
+    skipped_quiet: int = 0  # quiet output frames skipped to bring an excess latency down
+    catchup_frames: int = 0  # output frames played up to 10% faster for the same reason
     input_overflows: int = 0  # PortAudio status flags
     output_underflows: int = 0
+    max_input_burst: int = 1  # most microphone blocks delivered back to back
+    max_output_burst: int = 1  # most output blocks pulled back to back while playing
 
     @property
     def lost_frames(self) -> int:
-        """Frames with sound dropped to bound the lag (skipped quiet frames are not lost)."""
+        """Frames with sound that could not be heard or played (skipped quiet frames are not)."""
         return self.dropped_input + self.dropped_output
 
 
@@ -168,70 +175,56 @@ class LiveAudio:
         input_device: str | int | None = None,
         output_device: str | int | None = None,
         jitter_frames: int = 1,
-        max_lag_frames: int = 6,
+        max_lag_frames: int = MAX_LAG_FRAMES,
     ) -> None:
         self.input_device = _parse_device(input_device)
         self.output_device = _parse_device(output_device)
         self.jitter_frames = max(1, jitter_frames)
         self.max_lag_frames = max(self.jitter_frames + 1, max_lag_frames)
-        self.stats = AudioStats()
+        self._counts = AudioStats()
         self._in_q: queue.Queue[np.ndarray] = queue.Queue()
-        # (block, quiet) pairs; one deque so both threads see them consistently (atomic ops only)
-        self._out: collections.deque[tuple[np.ndarray, bool]] = collections.deque()
-        self._playing = False
-        self._over = 0  # consecutive callbacks that left more than jitter_frames queued
-        # Underruns seen by the callback (audio thread) vs. already counted as late (model thread):
-        # an underrun is a late frame only once the model delivers the frame that missed its slot,
-        # so the silence after the session's last frame (while the device drains) is not one.
-        self._underruns = 0
-        self._underruns_counted = 0
+        self._last_in = -1.0
+        self._in_burst = 0
         self._streams: list[Any] = []
         self.input_rate = self.output_rate = SAMPLE_RATE
+        self.input_latency_ms = self.output_latency_ms = 0.0  # PortAudio's reported latencies
         self._set_rates(SAMPLE_RATE, SAMPLE_RATE)
         self._ready_in: list[np.ndarray] = []  # 24 kHz mic frames cut but not yet read
         self.input_level = 0.0  # RMS of the last frame read / written (model thread)
         self.output_level = 0.0
 
+    @property
+    def stats(self) -> AudioStats:
+        """A snapshot of the input counters and the output buffer's counters."""
+        c, j = self._counts, self.jitter.stats
+        c.output_frames, c.late_frames, c.dropped_output = j.played, j.underruns, j.lost
+        c.skipped_quiet, c.catchup_frames, c.max_output_burst = (
+            j.skipped_quiet, j.catchup_frames, j.max_pop_burst)
+        return c
+
     # --- callbacks (PortAudio thread): copy blocks, count, nothing else ---------------------------
-    def _on_input(self, indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
+    def _on_input(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        c = self._counts
         if status and status.input_overflow:
-            self.stats.input_overflows += 1
-        self.stats.input_frames += 1
-        self._in_q.put_nowait(indata[:, 0].copy())
+            c.input_overflows += 1
+        c.input_frames += 1
+        now = time.monotonic()
+        self._in_burst = self._in_burst + 1 if now - self._last_in < 0.25 * FRAME_S else 1
+        self._last_in = now
+        if self._in_burst > c.max_input_burst:
+            c.max_input_burst = self._in_burst
+        self._in_q.put_nowait(indata[:, 0].copy())  # PortAudio reuses its buffer
         if self._in_q.qsize() > self.max_lag_frames:
             try:
                 self._in_q.get_nowait()  # drop the oldest: bounded lag beats complete audio
-                self.stats.dropped_input += 1
+                c.dropped_input += 1
             except queue.Empty:
                 pass
 
-    def _on_output(self, outdata: np.ndarray, frames: int, time: Any, status: Any) -> None:
+    def _on_output(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         if status and status.output_underflow:
-            self.stats.output_underflows += 1
-        if not self._playing and len(self._out) >= self.jitter_frames:
-            self._playing = True
-        if self._playing and self._out:
-            outdata[:, 0] = self._out.popleft()[0]
-            self.stats.output_frames += 1
-            # Latency drift: a backlog of 2+ frames over the target that lasts ~1 s (e.g. after
-            # the model caught up from a stall) is trimmed by skipping a *quiet* frame, so the
-            # latency comes back during Moshi's pauses without cutting its speech.
-            self._over = self._over + 1 if len(self._out) > self.jitter_frames + 1 else 0
-            if self._over >= DRIFT_CALLBACKS:
-                try:
-                    block, quiet = self._out.popleft()
-                    if quiet:
-                        self.stats.skipped_quiet += 1
-                        self._over = 0
-                    else:  # speech: keep it (put back in front) and wait for a pause
-                        self._out.appendleft((block, quiet))
-                except IndexError:
-                    pass
-        else:
-            outdata.fill(0)
-            if self._playing:  # underrun: note it and refill the jitter buffer before resuming
-                self._underruns += 1
-                self._playing = False
+            self._counts.output_underflows += 1
+        self.jitter.pop_into(outdata[:, 0])
 
     # --- model-thread side ----------------------------------------------------------------------
     def start(self) -> None:
@@ -250,6 +243,8 @@ class LiveAudio:
             ]
             for s in self._streams:
                 s.start()
+            self.input_latency_ms = 1e3 * float(self._streams[0].latency)
+            self.output_latency_ms = 1e3 * float(self._streams[1].latency)
         except AudioDeviceError:
             self.stop()
             raise
@@ -258,14 +253,16 @@ class LiveAudio:
             raise AudioDeviceError(f"cannot open the sound device: {e}") from None
 
     def _set_rates(self, input_rate: int, output_rate: int) -> tuple[int, int]:
-        """Resamplers and re-cutters between the devices' rates and 24 kHz; returns the devices'
-        block sizes (80 ms each)."""
+        """Resamplers, re-cutters and the output buffer between the devices' rates and 24 kHz;
+        returns the devices' block sizes (80 ms each)."""
         in_block = round(FRAME_SIZE * input_rate / SAMPLE_RATE)
         out_block = round(FRAME_SIZE * output_rate / SAMPLE_RATE)
         self._resample_in = StreamResampler(input_rate, SAMPLE_RATE)
         self._chunk_in = FrameChunker(FRAME_SIZE)
         self._resample_out = StreamResampler(SAMPLE_RATE, output_rate)
         self._chunk_out = FrameChunker(out_block)
+        self.jitter = JitterBuffer(out_block / output_rate, min_frames=self.jitter_frames,
+                                   max_frames=self.max_lag_frames)
         return in_block, out_block
 
     def stop(self) -> None:
@@ -287,7 +284,12 @@ class LiveAudio:
     @property
     def lag_frames(self) -> int:
         """Frames waiting on either side: input not yet processed + output not yet played."""
-        return self._in_q.qsize() + len(self._out)
+        return self._in_q.qsize() + self.jitter.depth
+
+    @property
+    def buffer_ms(self) -> float:
+        """Latency the output buffer adds now (queued blocks), before the device's own."""
+        return self.jitter.latency_ms
 
     def read_frame(self, timeout: float = 0.5) -> np.ndarray | None:
         """Next 1920-sample mic frame at 24 kHz, or None if none arrived within `timeout`."""
@@ -309,18 +311,13 @@ class LiveAudio:
         return frame
 
     def write_frame(self, pcm: np.ndarray) -> None:
-        """Queue one 24 kHz frame for playback (resampled to the device rate if needed)."""
+        """Queue one 24 kHz frame for playback (resampled to the device rate, and played faster
+        while the jitter buffer catches up)."""
         pcm = np.asarray(pcm, np.float32).reshape(-1)
-        missed = self._underruns - self._underruns_counted
-        if missed:
-            self.stats.late_frames += missed
-            self._underruns_counted += missed
         self.output_level = float(np.sqrt(np.mean(np.square(pcm)))) if pcm.size else 0.0
+        speed = CATCHUP_SPEED if self.jitter.catchup else 1.0
+        self._resample_out.speed = speed
+        if speed != 1.0:
+            self.jitter.note_catchup()
         for block in self._chunk_out.push(self._resample_out(pcm)):
-            self._out.append((block, bool(np.abs(block).max(initial=0.0) < QUIET_PEAK)))
-            if len(self._out) > self.max_lag_frames:
-                try:
-                    self._out.popleft()
-                    self.stats.dropped_output += 1
-                except IndexError:  # the callback emptied it meanwhile
-                    pass
+            self.jitter.push(block)

@@ -2,7 +2,9 @@
 
 `Settings` holds what the user chose (sampling, seed, compute dtype, Mimi backend); `load_model`
 builds the pieces (call it on the thread that will run the model: MLX streams are per thread);
-`Model.conversation()` makes a fresh `Conversation` with its own generation and codec state.
+`Model.conversation()` makes a fresh `Conversation` with its own generation and codec state;
+`Model.start()` also warms it up and applies the schedule (`--schedule`, or the automatic choice
+from the warm-up stage times).
 """
 
 from __future__ import annotations
@@ -15,12 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..conversation import Conversation
+from ..conversation import SCHEDULES, Conversation, FrameTiming, ScheduleChoice, choose_schedule
 from ..hub import ModelFiles
 
 log = logging.getLogger(__name__)
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,11 @@ class Settings:
     seed: int | None = 299792458  # Kyutai's MLX entry points use this seed
     dtype: str = "auto"
     mimi_backend: str = "mlx"
+    schedule: str = "auto"  # or one of conversation.SCHEDULES
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("auto", *SCHEDULES):
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose auto or one of {SCHEDULES}")
 
     def compute_dtype(self) -> str | None:
         """The `dtype` for `load_lm`: `auto` -> None, which lets `load_lm` pick per platform (stored
@@ -66,7 +71,21 @@ class Model:
         s = self.settings
         gen = LmGen(self.lm, text_sampler=Sampler(s.text_temp, top_k=s.text_top_k or None),
                     audio_sampler=Sampler(s.audio_temp, top_k=s.audio_top_k or None), seed=s.seed)
-        return Conversation(gen, self.mimi, self.tokenizer)
+        schedule = "serial" if s.schedule == "auto" else s.schedule
+        return Conversation(gen, self.mimi, self.tokenizer, schedule=schedule)
+
+    def start(self, warmup_frames: int = 4) -> tuple[Conversation, ScheduleChoice, list[FrameTiming]]:
+        """A warmed-up conversation with its schedule applied; returns the warm-up timings too
+        (the first one includes compilation)."""
+        conv = self.conversation()
+        warm = conv.warmup(warmup_frames)
+        if self.settings.schedule == "auto":
+            choice = choose_schedule(warm[1:])
+        else:
+            choice = ScheduleChoice(self.settings.schedule, "--schedule")
+        conv.schedule = choice.schedule
+        log.info("schedule %s (%s)", choice.schedule, choice.reason)
+        return conv, choice, warm
 
 
 def _lm_config(files: ModelFiles) -> dict[str, Any] | None:

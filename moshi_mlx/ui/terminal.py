@@ -19,9 +19,8 @@ from rich.console import Console, Group
 from rich.panel import Panel
 from rich.text import Text
 
-from ..conversation import Event, TextPiece
+from ..conversation import BUDGET_MS, Event, TextPiece
 
-BUDGET_MS = 80.0
 _WHITESPACE = re.compile(r"\s")  # textwrap turns each whitespace character into one space
 
 
@@ -39,6 +38,9 @@ class Status:
     elapsed_s: float = 0.0
     late_frames: int = 0
     lost_frames: int = 0
+    schedule: str = ""  # serial / pipelined (the frame loop's schedule)
+    buffer_ms: float = 0.0  # latency the output jitter buffer adds now
+    echo_db: float | None = None  # echo removed by the canceller, when one runs
 
 
 def db(level: float) -> float:
@@ -58,22 +60,29 @@ def format_elapsed(s: float) -> str:
 
 
 def status_text(st: Status, width: int = 80) -> Text:
-    """One line of at most `width` columns: model, frame time p50/p95 vs the 80 ms budget, lag,
+    """One line of at most `width` columns: model, frame time p50/p95 vs the 80 ms budget and the
+    schedule, output buffer latency (or the lag when frames pile up), echo removed,
     input/output levels, late/lost frames, elapsed. Levels are dropped first if it does not fit."""
     speed = "green" if st.p95_ms <= BUDGET_MS else ("yellow" if st.p50_ms <= BUDGET_MS else "red")
     lag_ms = st.lag_frames * 80
-    lag = f"lag {lag_ms}ms" if lag_ms < 1000 else f"lag {lag_ms / 1000:.1f}s"
+    if lag_ms >= 1000:
+        lag = f"lag {lag_ms / 1000:.1f}s"
+    else:
+        lag = f"buf {st.buffer_ms:.0f}ms" if st.schedule else f"lag {lag_ms}ms"
+    sched = {"serial": " ser", "pipelined": " pipe"}.get(st.schedule, "")
     parts = [
         (f"{st.model} {st.precision}".strip()[:16], "bold cyan"),
-        (f"{st.p50_ms:.0f}/{st.p95_ms:.0f}ms of {BUDGET_MS:.0f}", speed),
+        (f"{st.p50_ms:.0f}/{st.p95_ms:.0f}ms of {BUDGET_MS:.0f}{sched}", speed),
         (lag, "red" if st.lag_frames > 3 else ""),
         (f"in {meter(st.in_level)} out {meter(st.out_level)}", ""),
     ]
+    if st.echo_db is not None:
+        parts.insert(3, (f"aec -{st.echo_db:.0f}dB", ""))
     if st.late_frames or st.lost_frames:
         parts.append((f"late {st.late_frames} lost {st.lost_frames}", "yellow"))
     parts.append((format_elapsed(st.elapsed_s), ""))
     if sum(len(p) for p, _ in parts) + 3 * (len(parts) - 1) > width:
-        parts.pop(3)
+        parts = [p for p in parts if not p[0].startswith("in ")]
     t = Text()
     for i, (text, style) in enumerate(parts):
         if i:
