@@ -38,6 +38,26 @@ def test_compiled_equals_eager(small):
         assert np.abs(np.array(a) - np.array(b)).max() <= TOL
 
 
+def test_steps_move_to_another_stream(small):
+    """The pipelined schedule decodes under `mx.stream(cpu)`: the compiled step is traced again
+    on that stream (a trace keeps its stream) and continues the same decoder state exactly."""
+    _, data = small
+    model, _, _ = load_case("small", compiled=True)
+    ref_state, state = model.init_state(2), model.init_state(2)
+    other = mx.new_stream(mx.cpu)
+    for i in range(4):
+        c = data["codes"][..., i:i + 1]
+        want = np.array(model.decode_step(c, ref_state))
+        if i % 2:
+            with mx.stream(other):
+                got = np.array(model.decode_step(c, state))
+        else:
+            got = np.array(model.decode_step(c, state))
+        np.testing.assert_array_equal(got, want)
+    streams = {key[2] for key in model._compiled if key[0] == "dec"}
+    assert streams == {str(mx.default_stream(mx.cpu)), str(other)}
+
+
 def _encode_chunks(model, pcm, cuts, state=None):
     fs = model.frame_size
     state = state or model.init_state(pcm.shape[0])

@@ -87,7 +87,7 @@ class Mimi(nn.Module):
         if self._stride > 1:
             self.downsample = ConvDownsample1d(self._stride, dim)
             self.upsample = ConvTrUpsample1d(self._stride, dim)
-        self._compiled: dict[tuple[str, int], Any] = {}
+        self._compiled: dict[tuple[str, int, str], Any] = {}
         self._prepared = False
 
     # -- properties ---------------------------------------------------------------------------
@@ -175,7 +175,10 @@ class Mimi(nn.Module):
     def _fn(self, kind: str, n_q: int = 0) -> Any:
         if not self._prepared:
             self.prepare()
-        key = (kind, n_q)
+        # One trace per stream: a trace keeps the stream it was made on (MLX's compile cache keys
+        # on the inputs only), so a step run under `mx.stream(mx.cpu)` (the pipelined schedule on
+        # a Mac) must not reuse a GPU trace.
+        key = (kind, n_q, str(mx.default_stream(mx.default_device())))
         if key not in self._compiled:
             if kind == "enc":
                 fn = lambda x, st: self._encode_core(x, st, n_q)  # noqa: E731
