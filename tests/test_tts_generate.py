@@ -74,3 +74,22 @@ def test_seeded_sampling_is_reproducible(setup):
     a, b, c = (np.array(r.frames) for r in runs)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_voice_files_give_pytorchs_speaker_condition(setup, tmp_path):
+    """Two voice files -> the [1, 5 * T, dim] tensor and mask of `make_condition_attributes`."""
+    from safetensors.numpy import save_file
+
+    from moshi_mlx.tts.voices import load_voice, speaker_condition
+
+    _, gold = setup
+    paths = []
+    for i, v in enumerate(gold["voices"]):
+        paths.append(tmp_path / f"v{i}.safetensors")
+        save_file({"speaker_wavs": np.array(v, dtype=np.float32)}, str(paths[-1]))
+    tensor, mask = speaker_condition([load_voice(p) for p in paths])
+    np.testing.assert_array_equal(tensor, np.array(gold["voice_tensor"], dtype=np.float32))
+    np.testing.assert_array_equal(mask, np.array(gold["voice_mask"]))
+    assert gold["voice_text"] == {"control": "ok", "cfg": "2.5"}
+    with pytest.raises(ValueError, match="safetensors"):
+        load_voice(tmp_path / "voice.wav")

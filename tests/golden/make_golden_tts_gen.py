@@ -10,7 +10,7 @@ not only the machine's limits, decides when words start). Batch of two scripts (
 break; a single turn), each with its own conditions. Writes tests/golden/data/tts_gen.json:
 settings, the scaled `text_linear` rows, entries, per-step `(sampled, fed)` text tokens, every
 frame returned by `LMGen.step` (text + audio, aligned), `end_steps`, `consumption_times`,
-`transcripts`.
+`transcripts`; and two random voice files laid out by `TTSModel.make_condition_attributes`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from moshi.conditioners import ConditionAttributes, TensorCondition
 from moshi.models import loaders
 from moshi.models.tts import StateMachine, TokenIds, TTSModel, script_to_entries
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 DATA = Path(__file__).parent / "data"
 SCRIPTS = [
@@ -76,6 +76,16 @@ def main() -> None:
     entries = [script_to_entries(sp, ids, 12.5, s, multi_speaker=True,
                                  padding_between=SETTINGS["padding_between"]) for s in SCRIPTS]
     result = tts.generate(entries, attrs)
+    # Voice files -> condition attributes, as `TTSModel.make_condition_attributes` lays them out.
+    voices = torch.randn(2, 1, 12, 4, generator=g)
+    paths = []
+    for i, v in enumerate(voices):
+        paths.append(DATA.parent / f"_voice{i}.safetensors")
+        save_file({"speaker_wavs": v.contiguous()}, str(paths[-1]))
+    made = tts.make_condition_attributes(paths, cfg_coef=2.5)
+    for p in paths:
+        p.unlink()
+    voice_cond = made.tensor["speaker_wavs"]
     frames = torch.cat(result.frames, dim=-1)  # [B, 1 + Q, T]
     out = dict(
         settings=SETTINGS, scripts=SCRIPTS, conditions=CONDITIONS,
@@ -85,6 +95,8 @@ def main() -> None:
         text_tokens=result.logged_text_tokens, frames=frames.tolist(),
         end_steps=result.end_steps, consumption_times=result.all_consumption_times,
         transcripts=result.all_transcripts,
+        voices=voices.tolist(), voice_tensor=voice_cond.tensor.tolist(),
+        voice_mask=voice_cond.mask.tolist(), voice_text=made.text,
     )
     path = DATA / "tts_gen.json"
     path.write_text(json.dumps(out, separators=(",", ":")) + "\n")
