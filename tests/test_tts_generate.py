@@ -68,9 +68,9 @@ def test_golden_covers_model_and_machine_decisions(setup):
 
 def test_seeded_sampling_is_reproducible(setup):
     lm, gold = setup
-    from moshi_mlx.tts.generate import TTS_TEMP
+    from moshi_mlx.tts.generate import TTS_AUDIO
 
-    runs = [generate(_gen(lm, gold, seed=s, sampler=TTS_TEMP), max_steps=30) for s in (5, 5, 6)]
+    runs = [generate(_gen(lm, gold, seed=s, sampler=TTS_AUDIO), max_steps=30) for s in (5, 5, 6)]
     a, b, c = (np.array(r.frames) for r in runs)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)

@@ -35,7 +35,9 @@ from ..models.lm import Lm
 from ..sampling import Sampler
 from .state_machine import State, StateMachine
 
-TTS_TEMP = Sampler(0.6)  # tts-1.6b-en_fr's lm_gen_config: temperature 0.6, no top-k
+# tts-1.6b-en_fr's lm_gen_config (temperature 0.6) with PT LMGen's default top-k (25 / 250).
+TTS_TEXT = Sampler(0.6, top_k=25)
+TTS_AUDIO = Sampler(0.6, top_k=250)
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,8 @@ class TtsGen:
         states: Sequence[State],
         cond: Conditions | None,
         delay_steps: int,
-        text_sampler: Sampler = TTS_TEMP,
-        audio_sampler: Sampler = TTS_TEMP,
+        text_sampler: Sampler = TTS_TEXT,
+        audio_sampler: Sampler = TTS_AUDIO,
         seed: int | None = None,
     ) -> None:
         cfg = lm.cfg

@@ -48,25 +48,47 @@ def script_to_entries(
     padding_between: int = 0,
 ) -> list[Entry]:
     """Turns of text -> entries for `StateMachine`; see the module docstring."""
-    speakers = (token_ids.main, token_ids.other)
+    reader = ScriptReader(tokenizer, token_ids, frame_rate, multi_speaker, padding_between)
     entries: list[Entry] = []
-    last_speaker: int | None = None
     for turn, line in enumerate(script):
-        speaker = turn % len(speakers)
-        first_word = True
-        for word, pause in _split(_clean(line)):
-            if word is None:
-                entries.append(Entry(tokens=[], text="", padding=int(round(pause * frame_rate))))
-                continue
-            tokens = list(tokenizer.encode(word))
-            if first_word:
-                if multi_speaker and last_speaker != speaker:
-                    last_speaker = speaker
-                    tokens.insert(0, speakers[speaker])
-                first_word = False
-            padding = max(0, padding_between + len(tokens) - 1) if padding_between > 0 else 0
-            entries.append(Entry(tokens=tokens, text=word, padding=padding))
+        reader.start_turn(turn)
+        entries.extend(reader.add(line))
     return entries
+
+
+class ScriptReader:
+    """`script_to_entries` one piece at a time (streamed text): `add` continues the current turn
+    (pieces must break at whitespace), `start_turn(i)` begins turn i (speaker i % 2)."""
+
+    def __init__(self, tokenizer: Tokenizer, token_ids: TokenIds, frame_rate: float,
+                 multi_speaker: bool = True, padding_between: int = 0) -> None:
+        self.tokenizer, self.frame_rate = tokenizer, frame_rate
+        self.speakers = (token_ids.main, token_ids.other)
+        self.multi_speaker, self.padding_between = multi_speaker, padding_between
+        self.last_speaker: int | None = None
+        self.speaker = 0
+        self.first_word = True
+
+    def start_turn(self, turn: int) -> None:
+        self.speaker = turn % len(self.speakers)
+        self.first_word = True
+
+    def add(self, text: str) -> list[Entry]:
+        entries = []
+        for word, pause in _split(_clean(text)):
+            if word is None:
+                entries.append(Entry(tokens=[], text="", padding=int(round(pause * self.frame_rate))))
+                continue
+            tokens = list(self.tokenizer.encode(word))
+            if self.first_word:
+                if self.multi_speaker and self.last_speaker != self.speaker:
+                    self.last_speaker = self.speaker
+                    tokens.insert(0, self.speakers[self.speaker])
+                self.first_word = False
+            between = self.padding_between
+            padding = max(0, between + len(tokens) - 1) if between > 0 else 0
+            entries.append(Entry(tokens=tokens, text=word, padding=padding))
+        return entries
 
 
 def _split(line: str) -> Iterator[tuple[str | None, float]]:
