@@ -70,6 +70,10 @@ def test_torch_release_maps_onto_the_model(manifest):
                 is views[f"depformer.layers.3.gating.{i}.linear_out.weight"])
         emb = "depformer_text_emb" if k == 0 else f"depformer_emb.{k - 1}"
         assert mapped[f"{s}.emb.low_rank.weight"] is views[f"{emb}.low_rank.weight"]
+    # Slices of one weight set share the same arrays (11 sets in memory, not 32).
+    for name in ("self_attn.in_proj", "self_attn.out_proj", "gating.linear_in"):
+        a, b = (mapped[f"depformer.slices.{k}.transformer.layers.1.{name}.weight"] for k in (8, 15))
+        assert a is b
     assert mapped["depformer.slices.0.emb.out2.weight"] is views["depformer_text_emb.out2.weight"]
     assert (mapped["transformer.layers.15.cross_attention.in_proj.weight"]
             is views["transformer.layers.15.cross_attention.in_proj_weight"])

@@ -48,6 +48,8 @@ class _Source:
     def __init__(self, weights: Weights):
         self.w = weights
         self.used: set[str] = set()
+        # Chunks already cut, so slices sharing a weight set share one array (no copy per slice).
+        self.chunks: dict[tuple[str, int], Any] = {}
 
     def get(self, key: str) -> Any | None:
         if key in self.w:
@@ -84,7 +86,9 @@ def _attention_weight(src: _Source, prefix: str, kind: str, mult: int, idx: int)
             if mult == 1 or w.shape[0] % mult != 0:
                 return w  # a wrong shape is reported by the strict load
             n = w.shape[0] // mult
-            return w[idx * n:(idx + 1) * n]
+            if (name, idx) not in src.chunks:
+                src.chunks[(name, idx)] = w[idx * n:(idx + 1) * n]
+            return src.chunks[(name, idx)]
     return src.get(f"{prefix}.{kind}_projs.{idx}.weight")
 
 
