@@ -30,20 +30,29 @@ def setup():
     return lm, gold
 
 
-def _gen(lm, gold, seed=None, sampler=GREEDY) -> TtsGen:
+def _gen(lm, gold, seed=None, sampler=GREEDY, cfg_coef=1.0) -> TtsGen:
     st = gold["settings"]
     machine = StateMachine(TokenIds(lm.cfg.text_card + 1),
                            second_stream_ahead=st["second_stream_ahead"],
                            max_padding=st["max_padding"], initial_padding=st["initial_padding"])
     states = [machine.new_state([Entry(tokens=e[0], text=e[1], padding=e[2]) for e in ents])
               for ents in gold["entries"]]
-    cond = lm.conditions({
+    values = {
         "cfg": [c["cfg"] for c in gold["conditions"]],
         "control": [c["control"] for c in gold["conditions"]],
         "speaker_wavs": (mx.array(gold["speakers"]), None),
-    })
-    return TtsGen(lm, machine, states, cond, st["delay_steps"], text_sampler=sampler,
-                  audio_sampler=sampler, seed=seed)
+    }
+    if cfg_coef != 1.0:  # then the dropped conditions (PT `dropout_all_conditions`)
+        B = len(states)
+        speakers = mx.array(gold["speakers"])
+        values = {
+            "cfg": values["cfg"] + [None] * B, "control": values["control"] + [None] * B,
+            "speaker_wavs": (mx.concatenate([speakers, mx.zeros_like(speakers)]),
+                             mx.array([[True] * speakers.shape[1]] * B
+                                      + [[False] * speakers.shape[1]] * B)),
+        }
+    return TtsGen(lm, machine, states, lm.conditions(values), st["delay_steps"],
+                  text_sampler=sampler, audio_sampler=sampler, seed=seed, cfg_coef=cfg_coef)
 
 
 def test_greedy_generation_matches_pytorch(setup):
@@ -55,6 +64,17 @@ def test_greedy_generation_matches_pytorch(setup):
     assert res.end_steps == gold["end_steps"]
     assert res.consumption_times == gold["consumption_times"]
     assert [[list(w) for w in tr] for tr in res.transcripts] == gold["transcripts"]
+
+
+def test_real_cfg_by_doubled_batch_matches_pytorch(setup):
+    lm, gold = setup
+    st = gold["settings"]
+    res = generate(_gen(lm, gold, cfg_coef=st["cfg_coef"]), final_padding=st["final_padding"],
+                   max_steps=st["max_gen_length"])
+    assert [[list(p) for p in item] for item in res.text_tokens] == gold["cfg_text_tokens"]
+    assert np.array(res.frames).tolist() == gold["cfg_frames"]
+    assert res.end_steps == gold["cfg_end_steps"]
+    assert gold["cfg_frames"] != gold["frames"]  # guidance changed the audio
 
 
 def test_golden_covers_model_and_machine_decisions(setup):

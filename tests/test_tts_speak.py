@@ -70,3 +70,15 @@ def test_user_errors_are_one_line(tts_repo, tmp_path, capsys, args, message):
     rc = _speak([*args, "--model-dir", str(tts_repo), "-o", str(tmp_path / "x.wav")])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_dropped_conditions_for_real_cfg():
+    """Real CFG's second half: LUT values None, voices zero and masked (PT dropout_all_conditions)."""
+    import mlx.core as mx
+
+    from moshi_mlx.tts.speak import _with_dropped
+
+    assert _with_dropped(["2.0"]) == ["2.0", None]
+    t, m = _with_dropped((mx.ones((1, 3, 2)), mx.array([[True, True, False]])))
+    np.testing.assert_array_equal(np.array(t), [[[1, 1]] * 3, [[0, 0]] * 3])
+    np.testing.assert_array_equal(np.array(m), [[True, True, False], [False, False, False]])

@@ -17,8 +17,14 @@ models whose every audio codebook is generated (dep_q = n_q, as tts-1.6b-en_fr).
 
 The generator owns its state (KV caches, the last ids, the random key; explicit per stream), so
 one `Lm` serves any number of generators. Sampling keys are split from `seed` as in
-`moshi_mlx.engine.LmGen`. Real classifier-free guidance (a doubled batch with dropped
-conditions) is not implemented: tts-1.6b-en_fr distils it into its `cfg` conditioner.
+`moshi_mlx.engine.LmGen`.
+
+Classifier-free guidance: tts-1.6b-en_fr distils it into its `cfg` conditioner (cfg_coef 1 here,
+the strength goes in the conditions). For models without it, `cfg_coef` != 1 runs PT's real CFG:
+`cond` holds 2B rows (the B conditions, then B dropped ones: LUT values None, voices masked), the
+temporal batch is doubled with the null half's text input zeroed after step 0 (PT's
+`cfg_is_no_text`, `TTSModel`'s default), the text is sampled from the conditioned half alone, and
+each depformer codebook from `null + (cond - null) * cfg_coef`.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ class TtsGen:
         text_sampler: Sampler = TTS_TEXT,
         audio_sampler: Sampler = TTS_AUDIO,
         seed: int | None = None,
+        cfg_coef: float = 1.0,
     ) -> None:
         cfg = lm.cfg
         if cfg.dep_q != cfg.n_q or cfg.dep_q == 0:
@@ -77,6 +84,7 @@ class TtsGen:
         self.delay_steps = delay_steps
         self.text_sampler, self.audio_sampler = text_sampler, audio_sampler
         self.seed = secrets.randbits(32) if seed is None else int(seed)
+        self.cfg_coef = float(cfg_coef)
         self.audio_delays = [int(d) for d in cfg.delays[1:]]
         self.max_delay = max(cfg.delays)
         B = len(self.states)
@@ -105,11 +113,19 @@ class TtsGen:
         audio = mx.where(ready, self._audio, self.lm.cfg.audio_initial_token)
         return mx.concatenate([self._text[:, None], audio], axis=1)[:, :, None]
 
+    @property
+    def guided(self) -> bool:
+        return self.cfg_coef != 1.0
+
     def step(self) -> TtsStep:
-        lm, t = self.lm, self.step_count
+        lm, t, B = self.lm, self.step_count, self.batch_size
         text_key, audio_keys = self._keys()
-        h = lm.temporal(lm.embed(self._inputs(), self.cond), self.cache, self.cond)[:, -1]
-        sampled = self.text_sampler(lm.text_logits(h), key=text_key).tolist()
+        x = self._inputs()
+        if self.guided:
+            null = x if t == 0 else mx.concatenate([mx.full((B, 1, 1), -1, mx.int32), x[:, 1:]], 1)
+            x = mx.concatenate([x, null], axis=0)
+        h = lm.temporal(lm.embed(x, self.cond), self.cache, self.cond)[:, -1]
+        sampled = self.text_sampler(lm.text_logits(h[:B]), key=text_key).tolist()
         fed, consumed = [], []
         for state, token in zip(self.states, sampled, strict=True):
             out, used = self.machine.process(t, state, int(token))
@@ -120,9 +136,14 @@ class TtsGen:
             audio = self._zero_audio
         else:
             def sample(logits: mx.array, k: int) -> mx.array:
-                return self.audio_sampler(logits, key=None if audio_keys is None else audio_keys[k])
+                if self.guided:
+                    cond, null = logits[:B], logits[B:]
+                    logits = null + (cond - null) * self.cfg_coef
+                tok = self.audio_sampler(logits, key=None if audio_keys is None else audio_keys[k])
+                return mx.concatenate([tok, tok]) if self.guided else tok
 
-            audio = lm.sample_depformer(h, text, sample)
+            fed_text = mx.concatenate([text, text]) if self.guided else text
+            audio = lm.sample_depformer(h, fed_text, sample)[:B]
             silent = mx.array([t < d + self.delay_steps for d in self.audio_delays])
             audio = mx.where(silent, -1, audio)
         self._text, self._audio = text, audio

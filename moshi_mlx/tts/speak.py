@@ -108,7 +108,9 @@ def find_voice(model: TtsModel, voice: str | None) -> Path:
     return found[0]
 
 
-def conditions_for(model: TtsModel, voice: Path, cfg_coef: float) -> Any:
+def conditions_for(model: TtsModel, voice: Path, cfg_coef: float) -> tuple[Any, float]:
+    """(conditions, cfg_coef for `TtsGen`): distilled CFG goes into the `cfg` LUT (coef 1);
+    without one, real CFG doubles the batch with dropped conditions."""
     values: dict[str, Any] = {}
     if "speaker_wavs" in model.conditioners:
         tensor, mask = speaker_condition([load_voice(voice)])
@@ -120,10 +122,23 @@ def conditions_for(model: TtsModel, voice: Path, cfg_coef: float) -> Any:
         if value not in model.cfg_values or abs(float(value) - cfg_coef) > 1e-9:
             raise ValueError(f"--cfg must be one of {', '.join(model.cfg_values)}, got {cfg_coef}")
         values["cfg"] = [value]
-    elif cfg_coef != 1.0:
-        raise ValueError("this model has no distilled cfg; classifier-free guidance by doubled "
-                         "batch is not implemented: use --cfg 1")
-    return model.lm.conditions(values) if values else None
+        return model.lm.conditions(values), 1.0
+    if not values:
+        if cfg_coef != 1.0:
+            raise ValueError("this model has no conditions to guide: use --cfg 1")
+        return None, 1.0
+    if cfg_coef != 1.0:
+        values = {k: _with_dropped(v) for k, v in values.items()}
+    return model.lm.conditions(values), cfg_coef
+
+
+def _with_dropped(value: Any) -> Any:
+    """One condition's values followed by its dropped version (PT `dropout_all_conditions`)."""
+    if isinstance(value, tuple):
+        tensor, mask = value
+        return (mx.concatenate([tensor, mx.zeros_like(tensor)]),
+                mx.concatenate([mask, mx.zeros_like(mask)]))
+    return list(value) + [None] * len(value)
 
 
 @dataclass
@@ -189,8 +204,9 @@ def speak(
         state, feed = machine.new_state([], closed=False), _TextFeed(text)
     kwargs = {k: v for k, v in (("text_sampler", text_sampler), ("audio_sampler", audio_sampler))
               if v is not None}
-    gen = TtsGen(model.lm, machine, [state], conditions_for(model, voice, cfg_coef),
-                 model.delay_steps, seed=seed, **kwargs)
+    cond, coef = conditions_for(model, voice, cfg_coef)
+    gen = TtsGen(model.lm, machine, [state], cond, model.delay_steps, seed=seed, cfg_coef=coef,
+                 **kwargs)
     codec_state = model.codec.init_state(1)
     chunks: list[np.ndarray] = []
     decoded = 0

@@ -10,7 +10,8 @@ not only the machine's limits, decides when words start). Batch of two scripts (
 break; a single turn), each with its own conditions. Writes tests/golden/data/tts_gen.json:
 settings, the scaled `text_linear` rows, entries, per-step `(sampled, fed)` text tokens, every
 frame returned by `LMGen.step` (text + audio, aligned), `end_steps`, `consumption_times`,
-`transcripts`; and two random voice files laid out by `TTSModel.make_condition_attributes`.
+`transcripts`; the same with real CFG (`cfg_coef` 2, doubled batch); and two random voice
+files laid out by `TTSModel.make_condition_attributes`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ SCRIPTS = [
 CONDITIONS = [{"cfg": "2.0", "control": "ok"}, {"cfg": "3.5", "control": "ok"}]
 SPEAKER_LEN = 10
 SETTINGS = dict(delay_steps=3, second_stream_ahead=2, max_padding=8, initial_padding=2,
-                final_padding=4, max_gen_length=120, padding_between=1, text_row_scale=3.0)
+                final_padding=4, max_gen_length=120, padding_between=1, text_row_scale=3.0,
+                cfg_coef=2.0)
 CORPUS = [
     "Hello there, the quick brown fox jumps over the dog.",
     "Where are you going today? Home, then the market.",
@@ -76,6 +78,14 @@ def main() -> None:
     entries = [script_to_entries(sp, ids, 12.5, s, multi_speaker=True,
                                  padding_between=SETTINGS["padding_between"]) for s in SCRIPTS]
     result = tts.generate(entries, attrs)
+    # Real classifier-free guidance (doubled batch, null conditions, text logits from the
+    # conditioned half only): PT refuses it for models with a `cfg` LUT, so hide that LUT's values.
+    tts.cfg_coef = SETTINGS["cfg_coef"]
+    tts.__dict__["valid_cfg_conditionings"] = set()
+    entries_cfg = [script_to_entries(sp, ids, 12.5, s, multi_speaker=True,
+                                     padding_between=SETTINGS["padding_between"]) for s in SCRIPTS]
+    guided = tts.generate(entries_cfg, attrs)
+    del tts.__dict__["valid_cfg_conditionings"]
     # Voice files -> condition attributes, as `TTSModel.make_condition_attributes` lays them out.
     voices = torch.randn(2, 1, 12, 4, generator=g)
     paths = []
@@ -95,6 +105,8 @@ def main() -> None:
         text_tokens=result.logged_text_tokens, frames=frames.tolist(),
         end_steps=result.end_steps, consumption_times=result.all_consumption_times,
         transcripts=result.all_transcripts,
+        cfg_text_tokens=guided.logged_text_tokens,
+        cfg_frames=torch.cat(guided.frames, dim=-1).tolist(), cfg_end_steps=guided.end_steps,
         voices=voices.tolist(), voice_tensor=voice_cond.tensor.tolist(),
         voice_mask=voice_cond.mask.tolist(), voice_text=made.text,
     )
