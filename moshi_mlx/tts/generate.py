@@ -71,6 +71,7 @@ class TtsGen:
         audio_sampler: Sampler = TTS_AUDIO,
         seed: int | None = None,
         cfg_coef: float = 1.0,
+        compile: bool = True,
     ) -> None:
         cfg = lm.cfg
         if cfg.dep_q != cfg.n_q or cfg.dep_q == 0:
@@ -95,6 +96,7 @@ class TtsGen:
         self._audio = mx.full((B, cfg.n_q), cfg.audio_initial_token, dtype=mx.int32)
         self._history: deque[tuple[mx.array, mx.array]] = deque(maxlen=self.max_delay + 1)
         self._zero_audio = mx.full((B, cfg.n_q), -1, dtype=mx.int32)
+        self._depformer = self._make_depformer(compile)
 
     @property
     def batch_size(self) -> int:
@@ -135,15 +137,8 @@ class TtsGen:
         if t < self.delay_steps:
             audio = self._zero_audio
         else:
-            def sample(logits: mx.array, k: int) -> mx.array:
-                if self.guided:
-                    cond, null = logits[:B], logits[B:]
-                    logits = null + (cond - null) * self.cfg_coef
-                tok = self.audio_sampler(logits, key=None if audio_keys is None else audio_keys[k])
-                return mx.concatenate([tok, tok]) if self.guided else tok
-
-            fed_text = mx.concatenate([text, text]) if self.guided else text
-            audio = lm.sample_depformer(h, fed_text, sample)[:B]
+            audio = self._depformer(h, text) if audio_keys is None else self._depformer(
+                h, text, audio_keys)
             silent = mx.array([t < d + self.delay_steps for d in self.audio_delays])
             audio = mx.where(silent, -1, audio)
         self._text, self._audio = text, audio
@@ -151,6 +146,25 @@ class TtsGen:
         self.step_count += 1
         return TtsStep(sampled=[int(s) for s in sampled], fed=fed, consumed=consumed,
                        frame=self._aligned_frame())
+
+    def _make_depformer(self, compile: bool):
+        """(h [B or 2B, D], text [B], keys [dep_q, 2] or None) -> audio [B, dep_q]: one frame of
+        the depformer, compiled as in `moshi_mlx.engine.LmGen` (its cache is fresh every frame,
+        so a frame is a pure function of its inputs)."""
+        lm, sampler, B, coef = self.lm, self.audio_sampler, self.batch_size, self.cfg_coef
+
+        def frame(h: mx.array, text: mx.array, keys: mx.array | None = None) -> mx.array:
+            def sample(logits: mx.array, k: int) -> mx.array:
+                if coef != 1.0:
+                    cond, null = logits[:B], logits[B:]
+                    logits = null + (cond - null) * coef
+                tok = sampler(logits, key=None if keys is None else keys[k])
+                return mx.concatenate([tok, tok]) if coef != 1.0 else tok
+
+            fed = mx.concatenate([text, text]) if coef != 1.0 else text
+            return lm.sample_depformer(h, fed, sample)[:B]
+
+        return mx.compile(frame, inputs=lm.state) if compile else frame
 
     def _aligned_frame(self) -> mx.array | None:
         """Frame f = t - D (t the step just run): text of step f, codebook k of step f + d_k."""
