@@ -3,6 +3,7 @@
     python cli.py chat [--duration S] [--transcript t.json] [--record r.wav]  # live, sound card
     python cli.py run --input in.wav --output out.wav [--transcript t.json]  # file to file
     python cli.py bench [--frames N] [--schedule serial|pipelined]           # speed on this machine
+    python cli.py speak "Some text." --model-dir DIR --output out.wav        # text to speech
     python cli.py quantize SRC OUT_DIR --recipe NAME                         # see quantize/
     python cli.py quantize-report OUT_DIR --reference SRC
 
@@ -95,10 +96,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(b)
     _add_sampling_args(b)
 
+    _add_speak_parser(sub)
     sub.add_parser("quantize", help="convert a checkpoint (see quantize-report)", add_help=False)
     sub.add_parser("quantize-report", help="quality report of quantized checkpoints",
                    add_help=False)
     return p
+
+
+def _add_speak_parser(sub) -> None:
+    s = sub.add_parser("speak", help="text to speech with a Kyutai TTS model (kyutai/tts-*)")
+    s.add_argument("text", nargs="?", help="the text; - reads standard input as it arrives")
+    s.add_argument("--text-file", type=Path, metavar="FILE", help="read the text from a file")
+    s.add_argument("--model-dir", type=Path, required=True, metavar="DIR",
+                   help="TTS repository directory (config.json, dsm_tts_*.safetensors, Mimi, "
+                        "tokenizer), e.g. from `tiny_repo --kind tts`")
+    s.add_argument("--voice", metavar="NAME|FILE", help="voice: a .safetensors file or a name in "
+                   "DIR/voices (default: the only voice there)")
+    s.add_argument("--output", "-o", type=Path, required=True, metavar="FILE.wav",
+                   help="24 kHz wav to write")
+    s.add_argument("--cfg", type=float, default=2.0, help="guidance strength (1.0 to 4.0 by 0.5)")
+    s.add_argument("--temp", type=float, default=0.6, help="text and audio temperature (0 = greedy)")
+    s.add_argument("--seed", type=int, default=299792458, help="random seed (reproducible runs)")
+    s.add_argument("--max-seconds", type=float, default=600.0, help="stop after this much audio")
+    s.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="LM compute dtype")
+
+
+def cmd_speak(a: argparse.Namespace) -> int:
+    from moshi_mlx.tts.cli import run_speak
+
+    return run_speak(a)
 
 
 def _files(a: argparse.Namespace):
@@ -215,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     # huggingface_hub prints its own warnings (download retries): don't print each one twice.
     logging.getLogger("huggingface_hub").propagate = a.debug
-    cmds = {"chat": cmd_chat, "run": cmd_run, "bench": cmd_bench}
+    cmds = {"chat": cmd_chat, "run": cmd_run, "bench": cmd_bench, "speak": cmd_speak}
     return _guarded(lambda: cmds[a.command](a), a.debug)
 
 

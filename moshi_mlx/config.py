@@ -44,19 +44,18 @@ HUB_KEYS = (
 # instead of silently building a different network.
 INERT_LM_KEYS: dict[str, Any] = {
     "text_card_out": None,
-    "demux_second_stream": False,
-    "demux_second_text_stream": False,
-    "depformer_low_rank_embeddings": None,
     "norm_emb": False,
     "bias_proj": False,
     "extra_heads_num_heads": 0,
     "extra_heads_dim": 6,
     "depformer_norm": None,
-    "cross_attention": False,
     # In Kyutai's own config.json files (moshi_7b_202409.json, ...): PT's loader drops it, Kyutai's
     # MLX reads it; the depformer is causal either way (one position per codebook, in order).
     "depformer_causal": True,
 }
+
+
+_TTS_FIELDS = ("demux_second_stream", "depformer_low_rank_embeddings", "cross_attention")
 
 
 def _check(cond: bool, name: str, msg: str) -> None:
@@ -101,6 +100,11 @@ class LmConfig:
     depformer_weights_per_step: bool = True
     depformer_weights_per_step_schedule: tuple[int, ...] | None = None
     delays: tuple[int, ...] = (0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1)
+    # TTS features (see moshi_mlx/nn/factored_embedding.py, cross_attention.py, conditioners.py);
+    # written by `to_dict` only when set, so Moshi configs round-trip unchanged.
+    demux_second_stream: bool = False  # PT's loader also accepts `demux_second_text_stream`
+    depformer_low_rank_embeddings: int | None = None
+    cross_attention: bool = False
     # Hub-level keys (see HUB_KEYS) and the mlx-lm style "quantization" block, kept verbatim.
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     quantization: dict[str, Any] | None = field(default=None, compare=False)
@@ -142,6 +146,8 @@ class LmConfig:
                 "depformer_num_heads",
                 f"must divide depformer_dim={self.depformer_dim}",
             )
+        low_rank = self.depformer_low_rank_embeddings
+        _check(low_rank is None or low_rank > 0, "depformer_low_rank_embeddings", "must be > 0")
         sched = self.depformer_weights_per_step_schedule
         if sched is not None:
             _check(
@@ -218,6 +224,8 @@ class LmConfig:
                 continue
             if k == "quantization":
                 kwargs["quantization"] = v
+            elif k == "demux_second_text_stream":  # PT's name for the same flag
+                kwargs["demux_second_stream"] = v
             elif k in names:
                 if isinstance(v, list):
                     v = tuple(v)
@@ -245,6 +253,8 @@ class LmConfig:
             if f.name in ("extra", "quantization"):
                 continue
             v = getattr(self, f.name)
+            if f.name in _TTS_FIELDS and v == f.default:
+                continue
             out[f.name] = list(v) if isinstance(v, tuple) else v
         out.update(self.extra)
         if self.quantization is not None:

@@ -127,8 +127,8 @@ def test_inert_kyutai_keys_load_and_active_ones_are_refused():
         )
     )
     assert cfg == moshi_v0_1()
-    with pytest.raises(ValueError, match="depformer_low_rank_embeddings=128 is not supported"):
-        LmConfig.from_dict(dict(KYUTAI_LM_KWARGS, depformer_low_rank_embeddings=128))
+    with pytest.raises(ValueError, match="norm_emb=True is not supported"):
+        LmConfig.from_dict(dict(KYUTAI_LM_KWARGS, norm_emb=True))
 
 
 def test_kyutai_config_file_with_depformer_causal_loads(tmp_path):

@@ -24,6 +24,7 @@ import mlx.nn as nn
 from ..config import LmConfig
 from ..nn.cpu_linear import Linear
 from ..nn.embedding import ScaledEmbedding
+from ..nn.factored_embedding import FactoredEmbedding
 from ..nn.kv_cache import ConcatenateKVCache
 from ..nn.transformer import Transformer, TransformerConfig
 
@@ -51,10 +52,15 @@ def depformer_config(cfg: LmConfig) -> TransformerConfig:
 class DepformerSlice(nn.Module):
     """Weights of depformer step k: `linear_in`, `emb`, `transformer`, `linear_out`."""
 
-    def __init__(self, cfg: LmConfig, in_vocab: int):
+    def __init__(self, cfg: LmConfig, in_vocab: int, demux: bool = False):
         super().__init__()
         self.linear_in = Linear(cfg.dim, cfg.depformer_dim, bias=False)
-        self.emb = ScaledEmbedding(in_vocab, cfg.depformer_dim)
+        low_rank = cfg.depformer_low_rank_embeddings
+        # TTS: low-rank tables, and slice 0 reads the (packed) text ids of both text streams.
+        self.emb = (
+            FactoredEmbedding(in_vocab, cfg.depformer_dim, low_rank=low_rank, demux=demux)
+            if low_rank is not None or demux else ScaledEmbedding(in_vocab, cfg.depformer_dim)
+        )
         self.transformer = Transformer(depformer_config(cfg))
         self.linear_out = Linear(cfg.depformer_dim, cfg.card, bias=False)
 
@@ -63,7 +69,8 @@ class Depformer(nn.Module):
     def __init__(self, cfg: LmConfig):
         super().__init__()
         self.slices = [
-            DepformerSlice(cfg, cfg.text_card + 1 if k == 0 else cfg.card + 1)
+            DepformerSlice(cfg, cfg.text_card + 1 if k == 0 else cfg.card + 1,
+                           demux=k == 0 and cfg.demux_second_stream)
             for k in range(cfg.dep_q)
         ]
         self.num_layers = cfg.depformer_num_layers

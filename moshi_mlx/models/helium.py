@@ -36,6 +36,7 @@ def temporal_config(cfg: LmConfig) -> TransformerConfig:
         positional_embedding=cfg.positional_embedding,
         max_period=float(cfg.max_period),
         layer_scale=cfg.layer_scale,
+        cross_attention=cfg.cross_attention,
     )
 
 
@@ -67,7 +68,9 @@ def embed_streams(
 
 
 def run_temporal(
-    transformer: nn.Module, out_norm: nn.Module, x: mx.array, cache: list | None = None
+    transformer: nn.Module, out_norm: nn.Module, x: mx.array, cache: list | None = None,
+    cross: list | None = None,
 ) -> mx.array:
-    """x [B, T, D] -> hidden state after `out_norm` [B, T, D] (positions continue the cache)."""
-    return out_norm(transformer(x, cache))
+    """x [B, T, D] -> hidden state after `out_norm` [B, T, D] (positions continue the cache);
+    `cross`: per-layer cross-attention keys/values (TTS), see `Transformer.cross_kv`."""
+    return out_norm(transformer(x, cache, cross))

@@ -28,6 +28,12 @@ Step API (the streaming engine codes against it; B = batch, D = dim):
     # teacher forcing:
     lm.depformer_logits(h, inputs)          # inputs [B, dep_q, T]: row 0 text, row k audio k-1
 
+TTS checkpoints (tts-1.6b-en_fr) add a demuxed text embedding (`text_emb.out1/out2`), low-rank
+depformer embeddings, `condition_provider.conditioners.*` and cross-attention in the temporal
+layers; their conditions are explicit state: `cond = lm.conditions(values)` once per stream
+(see `models/conditioning.py`), then `lm.embed(tokens, cond)`, `lm.temporal(x, cache, cond)`,
+`lm.forward(codes, cond)`.
+
 `lm.act_dtype` (None, or an mx dtype set by the loader) is the activation dtype: embeddings are
 cast to it, so float32 activations with bf16 or quantized weights are possible (the fast recipe on
 MLX's CPU, chosen by `load_lm(dtype=None)`; see `moshi_mlx.loading`). Linear layers are
@@ -44,7 +50,9 @@ from ..config import LmConfig
 from ..delays import delay_codes, initial_tokens, undelay
 from ..nn.cpu_linear import Linear, drop_compute_copies
 from ..nn.embedding import ScaledEmbedding
+from ..nn.factored_embedding import FactoredEmbedding
 from ..nn.transformer import Transformer, make_norm
+from .conditioning import Conditions, make_condition_provider, prepare_conditions
 from .depformer import Depformer, StepSampler
 from .helium import embed_streams, run_temporal, temporal_config
 
@@ -54,12 +62,18 @@ class Lm(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.act_dtype: mx.Dtype | None = None
-        self.text_emb = ScaledEmbedding(cfg.text_card + 1, cfg.dim)
+        self.text_emb = (
+            FactoredEmbedding(cfg.text_card + 1, cfg.dim, demux=True)
+            if cfg.demux_second_stream else ScaledEmbedding(cfg.text_card + 1, cfg.dim)
+        )
         self.audio_embs = [ScaledEmbedding(cfg.card + 1, cfg.dim) for _ in range(cfg.n_q)]
         self.transformer = Transformer(temporal_config(cfg))
         self.out_norm = make_norm(cfg.norm, cfg.dim)
         self.text_linear = Linear(cfg.dim, cfg.text_card, bias=False)
         self.depformer = Depformer(cfg)
+        provider = make_condition_provider(cfg)
+        if provider is not None:
+            self.condition_provider = provider
 
     def update(self, parameters: dict, strict: bool = True) -> Lm:
         """`nn.Module.update` (also behind `load_weights`, `set_dtype`); drops the CPU compute
@@ -84,13 +98,23 @@ class Lm(nn.Module):
     def make_depformer_cache(self) -> list:
         return self.depformer.make_cache()
 
-    def embed(self, tokens: mx.array) -> mx.array:
-        """tokens [B, 1+n_q, T] (input ids, delayed layout) -> [B, T, D] in `act_dtype`."""
-        return embed_streams(self.text_emb, self.audio_embs, tokens, self.act_dtype)
+    def conditions(self, values: dict) -> Conditions:
+        """Conditioner inputs -> fused `Conditions` for embed / temporal / forward (TTS)."""
+        if "condition_provider" not in self:
+            raise ValueError("this LM has no conditioners")
+        return prepare_conditions(self.condition_provider, self.transformer, values, self.act_dtype)
 
-    def temporal(self, x: mx.array, cache: list | None = None) -> mx.array:
+    def embed(self, tokens: mx.array, cond: Conditions | None = None) -> mx.array:
+        """tokens [B, 1+n_q, T] (input ids, delayed layout) -> [B, T, D] in `act_dtype`."""
+        x = embed_streams(self.text_emb, self.audio_embs, tokens, self.act_dtype)
+        return x if cond is None or cond.sum is None else x + cond.sum.astype(x.dtype)
+
+    def temporal(
+        self, x: mx.array, cache: list | None = None, cond: Conditions | None = None
+    ) -> mx.array:
         """Embeddings [B, T, D] -> hidden state after out_norm [B, T, D]."""
-        return run_temporal(self.transformer, self.out_norm, x, cache)
+        cross = None if cond is None else cond.cross
+        return run_temporal(self.transformer, self.out_norm, x, cache, cross)
 
     def text_logits(self, h: mx.array) -> mx.array:
         return self.text_linear(h)
@@ -119,7 +143,7 @@ class Lm(nn.Module):
         first = mx.broadcast_to(mx.array(init, dtype=mx.int32)[None, :, None], (B, len(init), 1))
         return mx.concatenate([first, delayed], axis=2)
 
-    def forward(self, codes: mx.array) -> tuple[mx.array, mx.array]:
+    def forward(self, codes: mx.array, cond: Conditions | None = None) -> tuple[mx.array, mx.array]:
         """Teacher-forced logits aligned with `codes`; see the module docstring."""
         cfg = self.cfg
         if not isinstance(codes, mx.array):
@@ -129,7 +153,7 @@ class Lm(nn.Module):
                 f"expected codes [B, {cfg.num_codebooks}, T], got shape {tuple(codes.shape)}"
             )
         seq = self.delayed_inputs(codes)
-        h = self.temporal(self.embed(seq[:, :, :-1]))
+        h = self.temporal(self.embed(seq[:, :, :-1], cond), cond=cond)
         text = self.text_logits(h)[:, None]
         audio = self.depformer_logits(h, seq[:, : cfg.dep_q, 1:])
         text = undelay(text, cfg.delays[:1])

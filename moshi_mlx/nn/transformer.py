@@ -9,6 +9,7 @@ names equal to Kyutai's MLX checkpoint keys, so their files load with no renamin
     layers.{L}.gating.linear_in / linear_out     gated MLP (gating "silu" / "gelu")
     layers.{L}.gating.linear1 / linear2          plain MLP with exact GELU (gating "none", Mimi)
     layers.{L}.layer_scale_1 / layer_scale_2     `scale` [D], only when layer_scale is set
+    layers.{L}.cross_attention, norm_cross       only with `cross_attention` (see cross_attention.py)
 
 Layer: `x += ls1(attn(norm1(x)))`, `x += ls2(mlp(norm2(x)))`. Attention scale 1/sqrt(head_dim);
 RoPE with interleaved pairs (`traditional=True`) at the absolute position (the cache's offset).
@@ -38,6 +39,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .cpu_linear import Linear
+from .cross_attention import CrossAttention, CrossKV
 from .kv_cache import Cache, attention_mask, make_kv_caches
 
 NORMS = ("rms_norm_f32", "rms_norm", "layer_norm", "layer_norm_f32")
@@ -59,6 +61,7 @@ class TransformerConfig:
     layer_scale: float | None = None
     bias_attn: bool = False
     bias_ff: bool = False
+    cross_attention: bool = False  # TTS: attend to a conditioning source after self-attention
 
     def __post_init__(self) -> None:
         if self.d_model % self.num_heads != 0:
@@ -218,14 +221,25 @@ class TransformerLayer(nn.Module):
             self.layer_scale_1 = LayerScale(cfg.d_model, cfg.layer_scale)
             self.layer_scale_2 = LayerScale(cfg.d_model, cfg.layer_scale)
         self.has_layer_scale = cfg.layer_scale is not None
+        if cfg.cross_attention:
+            self.cross_attention = CrossAttention(cfg.d_model, cfg.num_heads)
+            self.norm_cross = LayerNorm(cfg.d_model, 1e-5)  # LayerNorm whatever cfg.norm (PT)
+            if cfg.layer_scale is not None:
+                self.layer_scale_cross = LayerScale(cfg.d_model, cfg.layer_scale)
 
     def __call__(
-        self, x: mx.array, cache: Cache | None = None, mask: None | str | mx.array = None
+        self, x: mx.array, cache: Cache | None = None, mask: None | str | mx.array = None,
+        cross: CrossKV | None = None,
     ) -> mx.array:
         update = self.self_attn(self.norm1(x), cache, mask)
         if self.has_layer_scale:
             update = self.layer_scale_1(update)
         x = x + update
+        if "cross_attention" in self:
+            if cross is None:
+                raise ValueError("this transformer cross-attends: pass the source's keys/values")
+            update = self.cross_attention(self.norm_cross(x), cross)
+            x = x + (self.layer_scale_cross(update) if self.has_layer_scale else update)
         update = self.gating(self.norm2(x))
         if self.has_layer_scale:
             update = self.layer_scale_2(update)
@@ -240,16 +254,24 @@ class Transformer(nn.Module):
         self.cfg = cfg
         self.layers = [TransformerLayer(cfg) for _ in range(cfg.num_layers)]
 
-    def __call__(self, x: mx.array, cache: list[Cache] | None = None) -> mx.array:
-        """x [B, T, D] -> [B, T, D]; with a cache, positions continue from the cache's offset."""
+    def __call__(
+        self, x: mx.array, cache: list[Cache] | None = None, cross: list[CrossKV] | None = None
+    ) -> mx.array:
+        """x [B, T, D] -> [B, T, D]; with a cache, positions continue from the cache's offset.
+        `cross`: per-layer keys/values of the cross-attention source (`cross_kv`), if any."""
         if cache is not None and len(cache) != len(self.layers):
             raise ValueError(f"expected {len(self.layers)} layer caches, got {len(cache)}")
         mask = attention_mask(
             x.shape[1], None if cache is None else cache[0], self.cfg.context, self.cfg.causal
         )
         for i, layer in enumerate(self.layers):
-            x = layer(x, None if cache is None else cache[i], mask)
+            x = layer(x, None if cache is None else cache[i], mask,
+                      None if cross is None else cross[i])
         return x
+
+    def cross_kv(self, src: mx.array) -> list[CrossKV]:
+        """Cross-attention source [B, S, D] -> keys/values of every layer, computed once."""
+        return [layer.cross_attention.kv(src) for layer in self.layers]
 
     def make_cache(self) -> list[Cache]:
         """Rotating caches holding exactly `context` entries (growing ones if context is None)."""

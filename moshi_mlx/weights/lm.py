@@ -48,6 +48,8 @@ class _Source:
     def __init__(self, weights: Weights):
         self.w = weights
         self.used: set[str] = set()
+        # Chunks already cut, so slices sharing a weight set share one array (no copy per slice).
+        self.chunks: dict[tuple[str, int], Any] = {}
 
     def get(self, key: str) -> Any | None:
         if key in self.w:
@@ -84,7 +86,9 @@ def _attention_weight(src: _Source, prefix: str, kind: str, mult: int, idx: int)
             if mult == 1 or w.shape[0] % mult != 0:
                 return w  # a wrong shape is reported by the strict load
             n = w.shape[0] // mult
-            return w[idx * n:(idx + 1) * n]
+            if (name, idx) not in src.chunks:
+                src.chunks[(name, idx)] = w[idx * n:(idx + 1) * n]
+            return src.chunks[(name, idx)]
     return src.get(f"{prefix}.{kind}_projs.{idx}.weight")
 
 
@@ -115,6 +119,16 @@ def _layer(src: _Source, pt: str, out: str, mult: int, idx: int, per_step_ff: bo
             v = src.get(f"{pt}.{lin}.{p}")
             if v is not None:
                 res[f"{out}.gating.{lin}.{p}"] = v
+    # TTS cross-attention (one weight set): same spellings as self-attention.
+    for kind, name in (("in", "in_proj"), ("out", "out_proj")):
+        w = _attention_weight(src, f"{pt}.cross_attention", kind, 1, 0)
+        if w is not None:
+            res[f"{out}.cross_attention.{name}.weight"] = w
+    for name, v in _norm_params(src, f"{pt}.norm_cross").items():
+        res[f"{out}.norm_cross.{name}"] = v
+    v = src.get(f"{pt}.layer_scale_cross.scale")
+    if v is not None:
+        res[f"{out}.layer_scale_cross.scale"] = v
     return res
 
 
@@ -135,7 +149,8 @@ def map_lm_torch(weights: Weights, cfg: LmConfig) -> Weights:
         if v is not None:
             out[dst] = v
 
-    put("text_emb.weight", "text_emb.weight")
+    for name in ("weight", "out1.weight", "out2.weight"):  # out1/out2: demuxed text (TTS)
+        put(f"text_emb.{name}", f"text_emb.{name}")
     put("text_linear.weight", "text_linear.weight")
     for i in range(cfg.n_q):
         put(f"audio_embs.{i}.weight", f"emb.{i}.weight")
@@ -151,7 +166,9 @@ def map_lm_torch(weights: Weights, cfg: LmConfig) -> Weights:
         idx = cfg.depformer_weight_index(k)
         put(f"{s}.linear_in.weight", f"depformer_in.{_depformer_in_index(cfg, k)}.weight")
         put(f"{s}.linear_out.weight", f"linears.{k}.weight")
-        put(f"{s}.emb.weight", "depformer_text_emb.weight" if k == 0 else f"depformer_emb.{k - 1}.weight")
+        emb = "depformer_text_emb" if k == 0 else f"depformer_emb.{k - 1}"
+        for name in ("weight", "low_rank.weight", "out1.weight", "out2.weight"):  # TTS: low rank, demux
+            put(f"{s}.emb.{name}", f"{emb}.{name}")
         for L in range(cfg.depformer_num_layers):
             out.update(_layer(src, f"depformer.layers.{L}", f"{s}.transformer.layers.{L}",
                               mult, idx, cfg.depformer_weights_per_step))

@@ -1,0 +1,84 @@
+"""`cli.py speak` end to end on `tiny_repo --kind tts`: wav files whose length follows the text,
+text from an argument, a file and standard input, clear errors."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from moshi_mlx.audio.wav import read_wav
+
+
+@pytest.fixture(scope="module")
+def tts_repo(tmp_path_factory):
+    from moshi_mlx.testing.tiny_repo import main
+
+    out = tmp_path_factory.mktemp("tts")
+    assert main([str(out), "--kind", "tts"]) == 0
+    return out
+
+
+def _speak(args: list[str]) -> int:
+    from cli import main
+
+    return main(["speak", *args])
+
+
+def test_tiny_repo_layout(tts_repo):
+    cfg = json.loads((tts_repo / "config.json").read_text())
+    assert cfg["model_type"] == "tts" and cfg["tts_config"]["audio_delay"] == 1.28
+    for key in ("moshi_name", "mimi_name", "tokenizer_name"):
+        assert (tts_repo / cfg[key]).is_file()
+    assert len(list((tts_repo / "voices").glob("*.00000000@0.safetensors"))) == 1
+
+
+def test_longer_text_gives_longer_audio(tts_repo, tmp_path, capsys):
+    short, long = tmp_path / "short.wav", tmp_path / "long.wav"
+    assert _speak(["Hello there.", "--model-dir", str(tts_repo), "-o", str(short),
+                   "--temp", "0"]) == 0
+    text = "Hello there, how are you doing today? The sun is shining over the hills."
+    (tmp_path / "text.txt").write_text(text)
+    assert _speak(["--text-file", str(tmp_path / "text.txt"), "--model-dir", str(tts_repo),
+                   "-o", str(long), "--temp", "0"]) == 0
+    out = capsys.readouterr().out
+    assert text in out and f"wrote {long}" in out  # every word, in order, as it is started
+    a, b = read_wav(short), read_wav(long)
+    assert 0 < len(a) < len(b) and np.isfinite(b).all() and np.abs(b).max() > 1e-3
+    # Whole frames (end_step x 1920 samples, as PT's simple_generate), and the long text runs
+    # well past the tiny model's 50-step context (rotating KV cache).
+    assert len(b) % 1920 == 0 and len(b) > 2 * 50 * 1920
+
+
+def test_text_from_standard_input(tts_repo, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "stdin.wav"
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello there,\nhow are you?\n"))
+    assert _speak(["-", "--model-dir", str(tts_repo), "-o", str(out)]) == 0
+    assert "how are you?" in capsys.readouterr().out
+    assert len(read_wav(out)) > 10 * 1920
+
+
+@pytest.mark.parametrize("args, message", [
+    (["   "], "the text is empty"),
+    (["Hi.", "--cfg", "2.2"], "--cfg must be one of"),
+    (["Hi.", "--voice", "nobody"], "voice file not found"),
+    ([], "give the text"),
+])
+def test_user_errors_are_one_line(tts_repo, tmp_path, capsys, args, message):
+    rc = _speak([*args, "--model-dir", str(tts_repo), "-o", str(tmp_path / "x.wav")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_dropped_conditions_for_real_cfg():
+    """Real CFG's second half: LUT values None, voices zero and masked (PT dropout_all_conditions)."""
+    import mlx.core as mx
+
+    from moshi_mlx.tts.speak import _with_dropped
+
+    assert _with_dropped(["2.0"]) == ["2.0", None]
+    t, m = _with_dropped((mx.ones((1, 3, 2)), mx.array([[True, True, False]])))
+    np.testing.assert_array_equal(np.array(t), [[[1, 1]] * 3, [[0, 0]] * 3])
+    np.testing.assert_array_equal(np.array(m), [[True, True, False], [False, False, False]])
