@@ -1,10 +1,9 @@
 """Find a conversion source: a Hugging Face repo id, a model directory, or a single weight file.
 
-Accepted layouts (reference.md section 5):
-- a directory with `config.json` (Kyutai's lm_kwargs form; `moshi_name` names the LM file) and the LM
-  weights as one file or as mlx-lm shards with `model.safetensors.index.json`;
-- a Kyutai MLX / PyTorch repo directory without `config.json` (`model.safetensors`,
-  `model.q8.safetensors`, `model.q4.safetensors`): the LM is the v0.1 preset;
+Accepted layouts:
+- a model directory, resolved by `moshi_mlx.checkpoint.layout.resolve_dir` (the same rule as
+  loading and `--model-dir`); without `config.json` (Kyutai's MLX / PyTorch repos) the LM is the
+  v0.1 preset;
 - a single `.safetensors` file (a sibling `config.json` is used when it names that file or names
   no file; otherwise the v0.1 preset, or `--config`);
 - a Hugging Face repo id, resolved (and downloaded) through `moshi_mlx.hub`.
@@ -20,12 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from moshi_mlx.checkpoint.layout import (
+    MIMI_FILE,
+    TOKENIZER_FILE,
+    CheckpointError,
+    read_config,
+    resolve_dir,
+    shards_of,
+)
 
-MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
-TOKENIZER_FILE = "tokenizer_spm_32k_3.model"
-LM_CANDIDATES = ("model.safetensors", "model.q8.safetensors", "model.q4.safetensors")
-INDEX_FILE = "model.safetensors.index.json"
+log = logging.getLogger(__name__)
 
 
 class SourceError(ValueError):
@@ -50,10 +53,10 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 
 def _shards(index: Path) -> list[Path]:
-    wm = _load_json(index).get("weight_map")
-    if not isinstance(wm, dict) or not wm:
-        raise SourceError(f"{index} has no weight_map")
-    return [index.parent / f for f in sorted(set(wm.values()))]
+    try:
+        return shards_of(index)
+    except CheckpointError as e:
+        raise SourceError(str(e)) from None
 
 
 def _extras(folder: Path, cfg: dict[str, Any] | None) -> dict[str, Path]:
@@ -67,27 +70,13 @@ def _extras(folder: Path, cfg: dict[str, Any] | None) -> dict[str, Path]:
 
 
 def from_dir(d: Path) -> Source:
-    cfg_path = d / "config.json"
-    cfg = _load_json(cfg_path) if cfg_path.is_file() else None
-    name = (cfg or {}).get("moshi_name")
-    if name:
-        p = d / name
-        if not p.is_file():
-            raise SourceError(f"{d}: config.json names moshi_name={name!r}, which is missing")
-        files = _shards(p) if name.endswith(".index.json") else [p]
-    elif (d / INDEX_FILE).is_file():
-        files = _shards(d / INDEX_FILE)
-    else:
-        found = [d / f for f in LM_CANDIDATES if (d / f).is_file()]
-        if not found:
-            raise SourceError(f"{d}: no LM weights ({', '.join(LM_CANDIDATES)} or {INDEX_FILE})")
-        if len(found) > 1:
-            log.warning("%s holds several LM files; using %s", d, found[0].name)
-        files = found[:1]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise SourceError(f"{d}: missing weight shards {missing}")
-    return Source(files, cfg, _extras(d, cfg), str(d))
+    try:
+        md = resolve_dir(d)
+    except CheckpointError as e:
+        raise SourceError(str(e)) from None
+    extras = {k: p for k, p in (("mimi_name", md.mimi), ("tokenizer_name", md.tokenizer))
+              if p.is_file()}
+    return Source(md.lm_files, md.config, extras, str(d))
 
 
 def from_file(p: Path) -> Source:
@@ -95,12 +84,11 @@ def from_file(p: Path) -> Source:
         return Source(_shards(p), None, _extras(p.parent, None), str(p))
     if p.suffix != ".safetensors":
         raise SourceError(f"{p}: expected a .safetensors LM file")
-    cfg = None
-    sib = p.parent / "config.json"
-    if sib.is_file():
-        c = _load_json(sib)
-        if c.get("moshi_name") in (None, p.name):
-            cfg = c
+    try:
+        sib = read_config(p.parent)
+    except CheckpointError as e:
+        raise SourceError(str(e)) from None
+    cfg = sib if sib is not None and sib.get("moshi_name") in (None, p.name) else None
     return Source([p], cfg, _extras(p.parent, cfg), str(p))
 
 

@@ -20,7 +20,8 @@ from mlx.utils import tree_flatten
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from moshi_mlx.codec import MIMI_FILE, load_mimi, prefer_system_blas, stored_codebooks
+from moshi_mlx.checkpoint import MIMI_FILE
+from moshi_mlx.codec import load_mimi, prefer_system_blas, stored_codebooks
 from moshi_mlx.config import MimiConfig, mimi_202407
 from moshi_mlx.models.mimi.synthetic import speech_like_signal, write_random_checkpoint
 

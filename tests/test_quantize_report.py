@@ -15,7 +15,7 @@ import pytest
 
 from moshi_mlx import load_lm
 from quantize.cli import main_quantize, main_report
-from quantize.report import kl_divergence, markdown, top1_agreement, valid_positions
+from quantize.report import kl_divergence, markdown, top1_agreement
 
 from .test_quantize_helpers import KY_CFG, convert, make_source, tiny_repo  # noqa: F401
 
@@ -32,7 +32,6 @@ def test_metric_math():
     a = np.array([[0.1, 2.0, 0.3], [5.0, 0.0, 0.0]])
     b = np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
     assert top1_agreement(a, b).tolist() == [1.0, 0.0]
-    assert valid_positions([0, 2], 4).tolist() == [[True] * 4, [True, True, False, False]]
 
 
 def test_report_compare_numbers_are_computed(tiny_repo, tmp_path, capsys):  # noqa: F811

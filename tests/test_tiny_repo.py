@@ -46,7 +46,7 @@ def test_mimi_uses_released_pytorch_names(tiny_repo):  # noqa: F811
     assert any(k.endswith("self_attn.in_proj_weight") for k in w)
     assert all(v.dtype == np.float32 for v in w.values())
     usage = w["quantizer.rvq_rest.vq.layers.0._codebook.cluster_usage"]
-    np.testing.assert_array_equal(usage, 1.0)  # initialized codebooks, so codes vary
+    assert (usage > 0).all()  # initialized codebooks, so codes vary
 
 
 @pytest.mark.parametrize("quant,bits,group", [("q8", 8, 64), ("q4", 4, 32)])
@@ -56,7 +56,7 @@ def test_quantized_repos_load_strictly(tiny_repos, quant, bits, group):  # noqa:
     assert cfg["quantization"]["bits"] == bits and cfg["moshi_name"] == f"model.{quant}.safetensors"
     lm = load_lm(d)
     q = quantized_modules(lm)
-    assert q and all(v == {"group_size": group, "bits": bits} for v in q.values())
+    assert q and all(v == (bits, group) for v in q.values())
     assert "text_emb" in q and "depformer.slices.0.linear_out" in q
 
 
