@@ -52,7 +52,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .checkpoint.layout import lm_weight_files
+from .checkpoint.layout import LM_FILES, lm_weight_files
 from .checkpoint.safetensors_io import write_weights
 from .checkpoint.spec import with_block
 from .config import LmConfig, moshi_v0_1
@@ -207,7 +207,7 @@ def load_lm(path: str | Path, config: Any = None, dtype: str | None = None) -> L
 def save_lm(
     model: Lm,
     out_dir: str | Path,
-    filename: str = "model.safetensors",
+    filename: str = LM_FILES["bf16"],
     config: LmConfig | dict | None = None,
     max_shard_gb: float | None = None,
 ) -> list[Path]:

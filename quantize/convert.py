@@ -27,7 +27,7 @@ from typing import Any
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from moshi_mlx.checkpoint.layout import INDEX_FILE
+from moshi_mlx.checkpoint.layout import INDEX_FILE, LM_FILES
 from moshi_mlx.checkpoint.safetensors_io import load_lazy, nbytes, write_weights
 from moshi_mlx.checkpoint.spec import params_for, with_block
 from moshi_mlx.config import LmConfig, moshi_v0_1
@@ -184,7 +184,7 @@ def write(
     if max_shard_bytes is None and not plan.recipe.kyutai_file:
         max_shard_bytes = DEFAULT_SHARD_BYTES
     meta = {"format": "mlx", "recipe": plan.recipe.name}
-    files = write_weights(out, plan.tensors, plan.recipe.kyutai_file or "model.safetensors",
+    files = write_weights(out, plan.tensors, plan.recipe.kyutai_file or LM_FILES["bf16"],
                           plan.order, max_shard_bytes, meta, on_tensor)
     total = sum(f.stat().st_size for f in files)
     copied: dict[str, str] = {}

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from moshi_mlx.checkpoint.layout import LM_FILES
 from moshi_mlx.checkpoint.spec import QParams
 
 GROUPS = ("temporal", "depformer", "embeddings", "heads")
@@ -104,11 +105,11 @@ RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
         Recipe("bf16", None, (), "no quantization, every tensor in bfloat16",
-               kyutai_file="model.safetensors"),
+               kyutai_file=LM_FILES["bf16"]),
         Recipe("q8", (8, 64), (), "8 bits, group 64, every Linear and Embedding (Kyutai q8)",
-               kyutai_file="model.q8.safetensors"),
+               kyutai_file=LM_FILES["q8"]),
         Recipe("q4", (4, 32), (), "4 bits, group 32, every Linear and Embedding (Kyutai q4)",
-               kyutai_file="model.q4.safetensors"),
+               kyutai_file=LM_FILES["q4"]),
         Recipe("mixed-q4q8", (8, 64), (("temporal", (4, 32)),),
                "temporal transformer 4 bits/g32; depformer, embeddings and heads 8 bits/g64"),
         Recipe("q4-heads8", (4, 32), (("embeddings", (8, 64)), ("heads", (8, 64))),

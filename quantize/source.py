@@ -23,6 +23,7 @@ from moshi_mlx.checkpoint.layout import (
     MIMI_FILE,
     TOKENIZER_FILE,
     CheckpointError,
+    lm_weight_files,
     read_config,
     resolve_dir,
     shards_of,
@@ -102,8 +103,10 @@ def from_repo(repo: str) -> Source:
     except hub.HubError as e:
         raise SourceError(str(e)) from None
     cfg = files.config_dict() or None
-    lm = Path(files.lm_weight)
-    weights = _shards(lm) if lm.name.endswith(".index.json") else [lm]
+    try:
+        weights = lm_weight_files(files.lm_weight)
+    except CheckpointError as e:
+        raise SourceError(str(e)) from None
     extras = {"mimi_name": Path(files.mimi_weight), "tokenizer_name": Path(files.tokenizer)}
     return Source(weights, cfg, {k: v for k, v in extras.items() if v.is_file()}, repo)
 

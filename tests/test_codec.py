@@ -96,6 +96,7 @@ def full_size(tmp_path_factory):
 
 @pytest.mark.slow
 def test_rustymimi_backend_agrees_with_ours(full_size):
+    pytest.importorskip("rustymimi", reason="rustymimi has no wheel for this Python")
     manifest = json.loads(MANIFEST.read_text())["tensors"]
     with safe_open(str(full_size), "np") as f:
         assert {k: list(f.get_slice(k).get_shape()) for k in f.keys()} == {

@@ -93,12 +93,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not KYENV.exists(), reason="Kyutai's moshi_mlx env (/work/kyenv) not present")
-@pytest.mark.parametrize("recipe", ["q4", "q8", "bf16"])
-def test_plain_outputs_load_in_kyutai_moshi_mlx(tmp_path, recipe):
+@pytest.mark.parametrize("recipe, scales", [("q4", None), ("q8", None), ("bf16", None),
+                                            ("q8", "float16")])
+def test_plain_outputs_load_in_kyutai_moshi_mlx(tmp_path, recipe, scales):
     """Kyutai's own Lm + nn.quantize + load_weights(strict=True) loads our file, and its first
     text logits equal ours (same weights, float32 compute on both sides)."""
     src = make_source(tmp_path / "src", KY_CFG)
-    out = convert(src, tmp_path / recipe, recipe)
+    out = convert(src, tmp_path / recipe, recipe, scales)
     res = subprocess.run([str(KYENV), str(ROOT / "quantize" / "kyutai_check.py"), str(out),
                           "--float32"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
