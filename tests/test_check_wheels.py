@@ -4,6 +4,7 @@ for each target, from pyproject.toml's markers (offline; the pip run itself is t
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def cw():
     spec = importlib.util.spec_from_file_location("check_wheels", ROOT / ".ci" / "check_wheels.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["check_wheels"] = mod  # dataclasses look their module up while it executes
     spec.loader.exec_module(mod)
-    return mod
+    yield mod
+    del sys.modules["check_wheels"]
 
 
 def _names(cw, target: str) -> set[str]:
