@@ -138,6 +138,32 @@ def test_q8_logits_stay_within_bound_of_bf16(tiny_repo, tmp_path):  # noqa: F811
     assert 0 < m["text_kl"] < 1e-4 and 0 < m["audio_kl"] < 1e-4
 
 
+def test_float16_scales_bring_q8_closer_to_bf16(tiny_repo, tmp_path):  # noqa: F811
+    """`--scales float16`: same file name and size as Kyutai's q8, float16 scales and biases, and
+    logits closer to the bf16 source (float32 compute). Measured here: relative logit error
+    0.0113 with bf16 scales, 0.0086 with float16 ones; bound: float16 at most 0.85x bf16."""
+    cfg = LmConfig.from_file(tiny_repo / "config.json")
+    codes = mx.array(probe_codes(cfg, 48, 0))
+
+    def logits(d):
+        t, a = load_lm(d, dtype="float32").forward(codes)
+        x = np.concatenate([np.array(t).ravel(), np.array(a).ravel()])
+        return x[np.isfinite(x)]
+
+    ref = logits(tiny_repo)
+    outs = {s: convert(tiny_repo, tmp_path / str(s), "q8", s) for s in (None, "float16")}
+    err = {s: np.linalg.norm(logits(d) - ref) / np.linalg.norm(ref) for s, d in outs.items()}
+    assert 0 < err["float16"] < 0.85 * err[None], err
+    header = read_header(outs["float16"] / "model.q8.safetensors")
+    data = {s: sum(e["data_offsets"][1] - e["data_offsets"][0]
+                   for e in read_header(d / "model.q8.safetensors").values()) for s, d in outs.items()}
+    assert data["float16"] == data[None]
+    assert {e["dtype"] for k, e in header.items() if k.endswith((".scales", ".biases"))} == {"F16"}
+    assert header["out_norm.weight"]["dtype"] == "BF16"  # unquantized tensors keep --dtype
+    with pytest.raises(ValueError, match="quantized recipes"):
+        get_recipe("bf16", scales="float16")
+
+
 @pytest.mark.parametrize("recipe", ALL)
 def test_pytorch_golden_source_converts(tmp_path, recipe):
     """The repo's PyTorch-format golden LM (float32) converts with every recipe and loads."""
