@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     targets = [TARGETS[n] for n in (a.target or TARGETS)]
     reqs = project_requirements(ROOT / "pyproject.toml", a.extra if a.extra is not None else ["dev"])
     try:
-        with ThreadPoolExecutor(max_workers=3) as pool:
+        # Network-bound (one index request per package): all targets at once.
+        with ThreadPoolExecutor(max_workers=len(targets)) as pool:
             results = list(pool.map(lambda t: resolve(t, reqs), targets))
     except Unreachable as e:
         print(f"wheel check skipped: PyPI unreachable ({e})", file=sys.stderr)
