@@ -63,19 +63,20 @@ def test_report_compare_numbers_are_computed(tiny_repo, tmp_path, capsys):  # no
         assert rows[r]["bits_per_weight"] == pytest.approx(want, rel=1e-9)
     assert bf16["size_bytes"] > q8["size_bytes"] > mixed["size_bytes"] > q4["size_bytes"]
     out = capsys.readouterr().out
-    assert "Quantization quality" in out and "| q4 | q4 |" in out
+    assert "Quantization quality" in out and "| q4 | q4 | bf16 |" in out and "| bf16 | bf16 | - |" in out
     assert markdown(rep).count("\n") == 5
 
 
 def test_cli_quantize_end_to_end(tiny_repo, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "custom"
     assert main_quantize([str(tiny_repo), str(out), "--bits", "6", "--group-size", "64",
-                          "--report-steps", "16"]) == 0
+                          "--scales", "float16", "--report-steps", "16"]) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["quantization"]["bits"] == 6 and cfg["quantization"]["group_size"] == 64
     assert load_lm(out).audio_embs[3].bits == 6
     rep = json.loads((out / "quantize_report.json").read_text())
-    assert rep["models"][0]["recipe"] == "custom-q6g64" and rep["models"][0]["text_kl"] > 0
+    assert rep["models"][0]["recipe"] == "custom-q6g64-f16scales" and rep["models"][0]["text_kl"] > 0
+    assert rep["models"][0]["scales"] == "f16"  # read from the file's header
     assert "wrote model.safetensors" in capsys.readouterr().out
 
 
