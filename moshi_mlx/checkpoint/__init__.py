@@ -23,6 +23,7 @@ from .layout import (
     ModelDir,
     find_mimi_file,
     lm_weight_files,
+    part_paths,
     precision_of_name,
     read_config,
     resolve_dir,
@@ -44,6 +45,6 @@ __all__ = [
     "CONFIG_FILE", "FAMILIES", "INDEX_FILE", "LM_FILES", "MIMI_FILE", "MOSHI", "TOKENIZER_FILE",
     "Block", "CheckpointError", "Decisions", "Family", "ModelDir", "QParams",
     "block_from_decisions", "decisions_from_block", "find_mimi_file", "lm_weight_files",
-    "params_for", "precision_label", "precision_of_name", "read_config", "resolve_dir",
+    "params_for", "part_paths", "precision_label", "precision_of_name", "read_config", "resolve_dir",
     "shards_of", "validate_block", "with_block",
 ]

@@ -168,6 +168,14 @@ def find_mimi_file(path: str | Path) -> Path:
                           f"or mimi*.safetensors) in {p}")
 
 
+def part_paths(folder: Path, config: Mapping[str, Any] | None,
+               family: Family = MOSHI) -> tuple[Path, Path]:
+    """(Mimi, tokenizer) paths of a model directory: named by config.json, else the family's."""
+    c = config or {}
+    return (Path(folder) / (c.get("mimi_name") or family.mimi_file),
+            Path(folder) / (c.get("tokenizer_name") or family.tokenizer_file))
+
+
 @dataclass(frozen=True)
 class ModelDir:
     """A resolved model directory: its config and the paths of its three parts (the Mimi and
@@ -198,6 +206,4 @@ def resolve_dir(folder: str | Path, family: Family = MOSHI) -> ModelDir:
     cfg = read_config(d)
     name = lm_weight_name(d, cfg)
     files = shards_of(d / name) if name.endswith(".index.json") else [d / name]
-    c = cfg or {}
-    return ModelDir(d, cfg, name, files, d / (c.get("mimi_name") or family.mimi_file),
-                    d / (c.get("tokenizer_name") or family.tokenizer_file))
+    return ModelDir(d, cfg, name, files, *part_paths(d, cfg, family))
