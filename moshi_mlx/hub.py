@@ -27,10 +27,9 @@ from typing import Any
 
 from .checkpoint.layout import (
     LM_FILES,
-    MIMI_FILE,
     MOSHI,
-    TOKENIZER_FILE,
     CheckpointError,
+    part_names,
     precision_of_name,
     resolve_dir,
 )
@@ -183,11 +182,7 @@ def _fetch(repo: str, filename: str, offline: bool, optional: bool = False) -> s
 
 
 def _files_from_config(cfg: dict[str, Any], lm_default: str) -> tuple[str, str, str]:
-    return (
-        cfg.get("moshi_name") or lm_default,
-        cfg.get("mimi_name") or MIMI_FILE,
-        cfg.get("tokenizer_name") or TOKENIZER_FILE,
-    )
+    return (cfg.get("moshi_name") or lm_default, *part_names(cfg))
 
 
 def _precision(cfg: dict[str, Any], lm_file: str) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import cli
-from moshi_mlx import hub
+from moshi_mlx.checkpoint import MIMI_FILE
 from moshi_mlx.testing.fixtures import tiny_repo, tiny_repo_full_mimi, tiny_repos  # noqa: F401
 
 
@@ -309,7 +309,7 @@ def test_unreadable_weight_files_are_named(capsys, tmp_path, tiny_repo, user_wav
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"junk")
     cut = tmp_path / "cut.safetensors"
-    cut.write_bytes((tiny_repo / hub.MIMI_FILE).read_bytes()[:100_000])
+    cut.write_bytes((tiny_repo / MIMI_FILE).read_bytes()[:100_000])
     for flag, path in (("--lm-weight", junk), ("--mimi-weight", cut)):
         rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, flag, path, "-i", user_wav,
                              "-o", tmp_path / "o.wav")

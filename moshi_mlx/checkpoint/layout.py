@@ -168,12 +168,18 @@ def find_mimi_file(path: str | Path) -> Path:
                           f"or mimi*.safetensors) in {p}")
 
 
+def part_names(config: Mapping[str, Any] | None, family: Family = MOSHI) -> tuple[str, str]:
+    """(Mimi, tokenizer) file names: as config.json names them, else the family's defaults."""
+    c = config or {}
+    return (str(c.get("mimi_name") or family.mimi_file),
+            str(c.get("tokenizer_name") or family.tokenizer_file))
+
+
 def part_paths(folder: Path, config: Mapping[str, Any] | None,
                family: Family = MOSHI) -> tuple[Path, Path]:
-    """(Mimi, tokenizer) paths of a model directory: named by config.json, else the family's."""
-    c = config or {}
-    return (Path(folder) / (c.get("mimi_name") or family.mimi_file),
-            Path(folder) / (c.get("tokenizer_name") or family.tokenizer_file))
+    """(Mimi, tokenizer) paths of a model directory (`part_names`)."""
+    mimi, tokenizer = part_names(config, family)
+    return Path(folder) / mimi, Path(folder) / tokenizer
 
 
 @dataclass(frozen=True)
