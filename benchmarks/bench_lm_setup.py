@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from moshi_mlx.checkpoint.layout import LM_FILES
+
 log = logging.getLogger("bench_lm")
 
 QUANTS = {"bf16": None, "q8": (8, 64), "q4": (4, 32)}
-FILES = {"bf16": "model.safetensors", "q8": "model.q8.safetensors", "q4": "model.q4.safetensors"}
+FILES = LM_FILES
 
 
 def bench_configs() -> dict[str, dict]:

@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 import mlx.core as mx  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
+from moshi_mlx.checkpoint.safetensors_io import stream_save  # noqa: E402
 from moshi_mlx.config import moshi_v0_1  # noqa: E402
 from moshi_mlx.models.lm import Lm  # noqa: E402
-from quantize.safetensors_io import stream_save  # noqa: E402
 
 KYENV = Path("/work/kyenv/bin/python")
 POOL = 1 << 26  # 64 Mi bf16 values = 128 MB

@@ -36,12 +36,16 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoint.layout import find_mimi_file
 from .config import MimiConfig, mimi_202407
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("mlx", "rustymimi")
-MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
+# rustymimi is an optional dependency: it has wheels for CPython up to 3.13 only and its source
+# build needs a Rust toolchain (pyproject.toml installs it where a wheel exists).
+RUSTYMIMI_MISSING = ("the rustymimi Mimi backend is not installed (pip install rustymimi; wheels "
+                     "exist for CPython 3.10-3.13); use --mimi-backend mlx, the default")
 
 
 OPENBLAS_CANDIDATES = (
@@ -76,20 +80,6 @@ def prefer_system_blas() -> str | None:
             log.info("using system BLAS %s for MLX float32 matmuls", cand)
             return cand
     return None
-
-
-def find_mimi_file(path: str | Path) -> Path:
-    """The checkpoint file for `path` (a file, or a directory holding a Mimi checkpoint)."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    if not p.is_dir():
-        raise FileNotFoundError(f"Mimi checkpoint not found: {p}")
-    cands = [p / MIMI_FILE] + sorted(p.glob("tokenizer-*.safetensors")) + sorted(p.glob("mimi*.safetensors"))
-    for c in cands:
-        if c.is_file():
-            return c
-    raise FileNotFoundError(f"no Mimi checkpoint ({MIMI_FILE} or tokenizer-*.safetensors) in {p}")
 
 
 def _dir_config(path: Path) -> MimiConfig | None:
@@ -193,12 +183,8 @@ class RustyMimiCodec:
     backend = "rustymimi"
 
     def __init__(self, path: str | Path, num_codebooks: int = 8):
-        try:
-            import rustymimi
-        except ImportError as e:
-            raise ImportError(
-                "backend='rustymimi' needs the rustymimi package (pip install rustymimi)"
-            ) from e
+        check_backend(self.backend)
+        import rustymimi
 
         self._rustymimi = rustymimi
         self.path = str(find_mimi_file(path))
@@ -247,6 +233,18 @@ class RustyMimiCodec:
         return np.asarray(out, dtype=np.float32)
 
 
+def check_backend(backend: str) -> None:
+    """Raise a one-line ValueError if `backend` is unknown or not installed here (call it before
+    loading anything slow, so a missing rustymimi is reported at once)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown Mimi backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "rustymimi":
+        try:
+            import rustymimi  # noqa: F401
+        except ImportError:
+            raise ValueError(RUSTYMIMI_MISSING) from None
+
+
 def _warmup(codec: Any, batch_size: int) -> None:
     state = codec.init_state(batch_size)
     codes = codec.encode_step(np.zeros((batch_size, 1, codec.frame_size), np.float32), state)
@@ -276,12 +274,11 @@ def load_mimi(
     **_: Any,
 ) -> MimiCodec | RustyMimiCodec:
     """Load the codec. `config` (MimiConfig, dict or json path) only applies to the MLX backend."""
+    check_backend(backend)
     if backend == "mlx":
         return MimiCodec(load_mimi_model(path, config), num_codebooks)
-    if backend == "rustymimi":
-        cfg = _as_config(config) or _dir_config(Path(path))
-        if cfg is not None and cfg != mimi_202407(cfg.quantizer_n_q):
-            raise ValueError("the rustymimi backend only supports the released Mimi configuration "
-                             "(this one is a different size); use backend='mlx'")
-        return RustyMimiCodec(path, num_codebooks)
-    raise ValueError(f"unknown Mimi backend {backend!r}; choose one of {BACKENDS}")
+    cfg = _as_config(config) or _dir_config(Path(path))
+    if cfg is not None and cfg != mimi_202407(cfg.quantizer_n_q):
+        raise ValueError("the rustymimi backend only supports the released Mimi configuration "
+                         "(this one is a different size); use backend='mlx'")
+    return RustyMimiCodec(path, num_codebooks)

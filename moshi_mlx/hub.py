@@ -2,12 +2,11 @@
 
 This is the only module of the package that imports `huggingface_hub` (lazily, inside functions).
 
-A model is three files plus an optional `config.json`, laid out like Kyutai's MLX repos:
-the LM (`model.safetensors`, `model.q8.safetensors` or `model.q4.safetensors`), Mimi
-(`tokenizer-e351c8d8-checkpoint125.safetensors`) and the text tokenizer (`tokenizer_spm_32k_3.model`).
-Kyutai's moshiko/moshika MLX repos have no `config.json` (the LM is the v0.1 preset); our own repos
-(tiny test models, `cli.py quantize` outputs) have one, with `moshi_name`/`mimi_name`/
-`tokenizer_name` naming the files, as in Kyutai's newer repos.
+A model is three files plus an optional `config.json`, laid out like Kyutai's MLX repos (file
+names and the directory rule: `moshi_mlx.checkpoint.layout`). Kyutai's moshiko/moshika MLX repos
+have no `config.json` (the LM is the v0.1 preset); our own repos (tiny test models, `cli.py
+quantize` outputs) have one, with `moshi_name`/`mimi_name`/`tokenizer_name` naming the files, as
+in Kyutai's newer repos.
 
 Selection, most specific first: explicit `--lm-weight/--mimi-weight/--tokenizer` files override
 single files of whatever else is chosen; `--model-dir DIR`; `--hf-repo REPO`; `--model NAME
@@ -26,25 +25,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .checkpoint.layout import (
+    LM_FILES,
+    MOSHI,
+    CheckpointError,
+    part_names,
+    precision_of_name,
+    resolve_dir,
+)
+from .checkpoint.spec import precision_label
+
 log = logging.getLogger(__name__)
 
-MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
-TOKENIZER_FILE = "tokenizer_spm_32k_3.model"
-LM_FILES = {"bf16": "model.safetensors", "q8": "model.q8.safetensors", "q4": "model.q4.safetensors"}
-NAMES = ("moshiko", "moshika")
+NAMES = MOSHI.models
 QUANTS = tuple(LM_FILES)
 DEFAULT_NAME, DEFAULT_QUANT = "moshiko", "q4"
-DEFAULT_REPO = f"kyutai/{DEFAULT_NAME}-mlx-{DEFAULT_QUANT}"
-
-# Approximate sizes from the Hugging Face listings (reference.md section 5), for the offline message.
-FILE_SIZES = {
-    "model.safetensors": 15.4e9,
-    "model.q8.safetensors": 8.17e9,
-    "model.q4.safetensors": 4.81e9,
-    MIMI_FILE: 385e6,
-    TOKENIZER_FILE: 553e3,
-    "config.json": 2e3,
-}
+DEFAULT_REPO = MOSHI.repo(DEFAULT_NAME, DEFAULT_QUANT)
+FILE_SIZES = MOSHI.sizes  # approximate, for the offline message
 
 
 class HubError(Exception):
@@ -77,7 +74,7 @@ def repo_for(name: str, quant: str) -> str:
         raise HubError(f"unknown model name {name!r}; known names: {', '.join(NAMES)}")
     if quant not in QUANTS:
         raise HubError(f"unknown precision {quant!r} for {name}; known: {', '.join(QUANTS)}")
-    return f"kyutai/{name}-mlx-{quant}"
+    return MOSHI.repo(name, quant)
 
 
 def parse_model_name(spec: str, quant: str | None = None) -> tuple[str, str]:
@@ -102,7 +99,7 @@ def parse_model_name(spec: str, quant: str | None = None) -> tuple[str, str]:
 def _known_repo(repo: str) -> tuple[str, str] | None:
     for n in NAMES:
         for q in QUANTS:
-            if repo == f"kyutai/{n}-mlx-{q}":
+            if repo == MOSHI.repo(n, q):
                 return n, q
     return None
 
@@ -185,23 +182,13 @@ def _fetch(repo: str, filename: str, offline: bool, optional: bool = False) -> s
 
 
 def _files_from_config(cfg: dict[str, Any], lm_default: str) -> tuple[str, str, str]:
-    return (
-        cfg.get("moshi_name") or lm_default,
-        cfg.get("mimi_name") or MIMI_FILE,
-        cfg.get("tokenizer_name") or TOKENIZER_FILE,
-    )
+    return (cfg.get("moshi_name") or lm_default, *part_names(cfg))
 
 
 def _precision(cfg: dict[str, Any], lm_file: str) -> str:
-    q = cfg.get("quantization")
-    if isinstance(q, dict) and q.get("bits"):
-        # Per-module overrides (a dict, or false = left unquantized) make it a mixed recipe.
-        mixed = any(isinstance(v, dict) or v is False for v in q.values())
-        return "mixed" if mixed else f"q{q['bits']}"
-    for quant, fname in LM_FILES.items():
-        if Path(lm_file).name == fname:
-            return quant  # display only; loading detects quantization from the tensors
-    return "bf16" if "quantization" not in cfg else "mixed"
+    """Display only; loading detects quantization from the tensors."""
+    return (precision_label(cfg.get("quantization")) or precision_of_name(lm_file)
+            or ("bf16" if "quantization" not in cfg else "mixed"))
 
 
 def from_repo(repo: str) -> ModelFiles:
@@ -240,25 +227,15 @@ def from_dir(model_dir: str | Path) -> ModelFiles:
     d = Path(model_dir).expanduser()
     if not d.is_dir():
         raise HubError(f"--model-dir {str(d)!r} is not a directory")
-    cfg_path = d / "config.json"
-    cfg: dict[str, Any] = {}
-    if cfg_path.is_file():
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as e:
-            raise HubError(f"{cfg_path} is not valid JSON: {e}") from None
-    lm_default = next((f for f in LM_FILES.values() if (d / f).is_file()), LM_FILES["bf16"])
-    if (d / "model.safetensors.index.json").is_file() and not (d / lm_default).is_file():
-        lm_default = "model.safetensors.index.json"
-    names = _files_from_config(cfg, lm_default)
-    missing = [f for f in names if not (d / f).exists()]
+    try:
+        md = resolve_dir(d)
+    except CheckpointError as e:
+        raise HubError(f"--model-dir: {e}") from None
+    missing = [p.name for p in (md.mimi, md.tokenizer) if not p.exists()]
     if missing:
         raise HubError(f"--model-dir {str(d)!r} lacks {', '.join(missing)}")
-    lm = d if names[0].endswith(".index.json") else d / names[0]
-    return ModelFiles(
-        lm, d / names[1], d / names[2], cfg_path if cfg_path.is_file() else None,
-        str(d), d.name, _precision(cfg, names[0]),
-    )
+    return ModelFiles(md.lm_path, md.mimi, md.tokenizer, md.config_path, str(d), d.name,
+                      _precision(md.config or {}, md.lm_name))
 
 
 def resolve(

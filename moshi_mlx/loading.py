@@ -3,7 +3,8 @@
 `load_lm(path, config=None, dtype=None)` accepts
 - a checkpoint file in Kyutai's MLX names (bf16, q8, q4) or PyTorch release names;
 - a directory with `config.json` (optional) and `model.safetensors`, `model.q8.safetensors`,
-  `model.q4.safetensors`, or shards listed by `model.safetensors.index.json`.
+  `model.q4.safetensors`, or shards listed by `model.safetensors.index.json`, resolved by the
+  rule of `moshi_mlx.checkpoint.layout` (a directory with several LM files is an error).
 `config` is Kyutai's `lm_kwargs` dict (may carry an mlx-lm style "quantization" block), a path to
 a json file, an `LmConfig`, or None: then `config.json` of the directory (or next to the file) is
 read, else the Moshiko/Moshika v0.1 preset is used.
@@ -51,16 +52,18 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from .checkpoint.layout import LM_FILES, lm_weight_files
+from .checkpoint.safetensors_io import write_weights
+from .checkpoint.spec import with_block
 from .config import LmConfig, moshi_v0_1
 from .models.lm import Lm
 from .nn.cpu_linear import add_compute_copies, compute_copy_bytes, relayout_linears
 from .quant import (
     check_spec_matches,
     detect_quantization,
-    quantizable_modules,
+    model_decisions,
     quantize_lm,
     quantized_modules,
-    spec_from_modules,
 )
 from .weights.lm import detect_format, map_lm_torch
 
@@ -69,35 +72,7 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 DTYPE_CHOICES = (None, "auto", "stored", *DTYPES)
 AUTO_RAM_FRACTION = 0.5  # "auto" upcasts to float32 only if the model then fits in this much RAM
-WEIGHT_FILES = ("model.safetensors", "model.q8.safetensors", "model.q4.safetensors")
-INDEX_FILE = "model.safetensors.index.json"
 _MAX_LISTED = 50
-
-
-def _resolve_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f"no LM checkpoint file or directory at {path}")
-    index = path / INDEX_FILE
-    if index.exists():
-        with open(index) as f:
-            names = sorted(set(json.load(f)["weight_map"].values()))
-        missing = [n for n in names if not (path / n).exists()]
-        if missing:
-            raise FileNotFoundError(f"{index} lists shards that are absent: {missing}")
-        return [path / n for n in names]
-    found = [path / n for n in WEIGHT_FILES if (path / n).exists()]
-    shards = sorted(path.glob("model-*-of-*.safetensors"))
-    if shards:
-        found.append(shards[0])
-    if len(found) != 1:
-        what = "no LM weights" if not found else f"several LM weight files {[p.name for p in found]}"
-        raise FileNotFoundError(
-            f"{what} in {path}: expected one of {list(WEIGHT_FILES)} or shards with {INDEX_FILE}; "
-            "pass the checkpoint file itself to choose"
-        )
-    return shards if shards else found
 
 
 def resolve_config(path: Path, config: Any) -> LmConfig:
@@ -119,7 +94,7 @@ def resolve_config(path: Path, config: Any) -> LmConfig:
 def read_weights(path: str | Path) -> dict[str, mx.array]:
     """All tensors of a checkpoint file, directory or shard set (lazily loaded by MLX)."""
     weights: dict[str, mx.array] = {}
-    for f in _resolve_files(Path(path)):
+    for f in lm_weight_files(path):
         weights.update(mx.load(str(f)))
     return weights
 
@@ -232,7 +207,7 @@ def load_lm(path: str | Path, config: Any = None, dtype: str | None = None) -> L
 def save_lm(
     model: Lm,
     out_dir: str | Path,
-    filename: str = "model.safetensors",
+    filename: str = LM_FILES["bf16"],
     config: LmConfig | dict | None = None,
     max_shard_gb: float | None = None,
 ) -> list[Path]:
@@ -240,38 +215,13 @@ def save_lm(
     "quantization" block. With `max_shard_gb`, large models are split into
     `model-0000i-of-0000N.safetensors` plus `model.safetensors.index.json`."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     weights = dict(tree_flatten(model.parameters()))
-    shards: list[dict[str, mx.array]] = [{}]
-    size, limit = 0, None if max_shard_gb is None else max_shard_gb * (1 << 30)
-    for k, v in weights.items():
-        if limit is not None and shards[-1] and size + v.nbytes > limit:
-            shards.append({})
-            size = 0
-        shards[-1][k] = v
-        size += v.nbytes
-    files: list[Path] = []
-    if len(shards) == 1:
-        files.append(out / filename)
-        mx.save_safetensors(str(files[0]), shards[0], metadata={"format": "mlx"})
-    else:
-        weight_map = {}
-        for i, shard in enumerate(shards):
-            name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-            mx.save_safetensors(str(out / name), shard, metadata={"format": "mlx"})
-            weight_map.update({k: name for k in shard})
-            files.append(out / name)
-        with open(out / INDEX_FILE, "w") as f:
-            json.dump({"metadata": {"total_size": sum(v.nbytes for v in weights.values())},
-                       "weight_map": dict(sorted(weight_map.items()))}, f, indent=2)
+    limit = None if max_shard_gb is None else int(max_shard_gb * (1 << 30))
+    files = write_weights(out, weights, filename, max_shard_bytes=limit,
+                          metadata={"format": "mlx"})
     cfg = config if config is not None else model.cfg
-    cfg_dict = dict(cfg.to_dict() if isinstance(cfg, LmConfig) else cfg)
-    q = quantized_modules(model)
-    if q:
-        paths = sorted(set(q) | set(quantizable_modules(model)))
-        cfg_dict["quantization"] = spec_from_modules(q, paths)
-    else:
-        cfg_dict.pop("quantization", None)
+    cfg_dict = with_block(cfg.to_dict() if isinstance(cfg, LmConfig) else cfg,
+                          model_decisions(model))
     with open(out / "config.json", "w") as f:
         json.dump(cfg_dict, f, indent=2)
     return files

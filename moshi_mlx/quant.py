@@ -1,14 +1,7 @@
-"""Quantization spec (mlx-lm's `"quantization"` block) <-> per-module parameters, detect, apply.
+"""Quantize Moshi's LM as a spec says, and read the spec back from a checkpoint's tensors.
 
-The block follows mlx-lm's `config.json` convention:
-
-    {"group_size": 32, "bits": 4,                              # default for quantizable modules
-     "depformer.slices.0.linear_out": {"group_size": 64, "bits": 8},   # per-module override
-     "out_norm": false}                                        # keep this module unquantized
-
-Keys are exact module paths (as in mlx-lm; no prefix matching). Quantizable modules are those with
-`to_quantized` (Linear and Embedding); quantization is affine, as in Kyutai's q4 (group 32) and q8
-(group 64) files, whose `weight` is uint32 [out, in*bits/32] with `scales`/`biases` [out, in/G].
+The spec and its `config.json` block are defined in `moshi_mlx.checkpoint.spec`. Quantizable
+modules are those with `to_quantized` (Linear and Embedding).
 
 Which modules are quantized in a checkpoint is read from the tensors themselves
 (`detect_quantization`: bits = packed width * 32 / in_features, group size = in_features /
@@ -18,16 +11,23 @@ scales width), never from a file name. Quantized embeddings keep PyTorch's zero 
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 
-VALID_BITS = (2, 3, 4, 5, 6, 8)
-QUANTIZED_TYPES = (nn.QuantizedLinear, nn.QuantizedEmbedding)
+from .checkpoint.spec import (
+    VALID_BITS,
+    Block,
+    Decisions,
+    QParams,
+    block_from_decisions,
+    params_for,
+    validate_block,
+)
 
-Spec = dict[str, Any]  # the "quantization" block
+QUANTIZED_TYPES = (nn.QuantizedLinear, nn.QuantizedEmbedding)
+Spec = Block  # the "quantization" block
 
 
 def quantizable_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -38,15 +38,22 @@ def quantizable_modules(model: nn.Module) -> dict[str, nn.Module]:
     }
 
 
-def quantized_modules(model: nn.Module) -> dict[str, dict[str, int]]:
-    """Path -> {"group_size", "bits"} of every quantized module of `model`."""
+def quantized_modules(model: nn.Module) -> dict[str, QParams]:
+    """Path -> `QParams` of every quantized module of `model`."""
     return {
-        p: {"group_size": m.group_size, "bits": m.bits}
+        p: QParams(m.bits, m.group_size)
         for p, m in model.named_modules() if isinstance(m, QUANTIZED_TYPES)
     }
 
 
-def _infer_params(path: str, module: nn.Module, weights: dict[str, Any]) -> dict[str, int]:
+def model_decisions(model: nn.Module) -> Decisions:
+    """Every quantizable or quantized module of `model` -> its params (None: float)."""
+    out: Decisions = dict.fromkeys(quantizable_modules(model))
+    out.update(quantized_modules(model))
+    return out
+
+
+def _infer_params(path: str, module: nn.Module, weights: dict[str, Any]) -> QParams:
     w, scales = weights[f"{path}.weight"], weights[f"{path}.scales"]
     in_features = module.weight.shape[-1]
     packed, n_groups = w.shape[-1], scales.shape[-1]
@@ -62,7 +69,7 @@ def _infer_params(path: str, module: nn.Module, weights: dict[str, Any]) -> dict
             f"{path}.scales {tuple(scales.shape)} does not match in_features={in_features}, "
             "or affine biases are missing"
         )
-    return {"group_size": group_size, "bits": bits}
+    return QParams(bits, group_size)
 
 
 def detect_quantization(weights: dict[str, Any], model: nn.Module) -> Spec | None:
@@ -71,71 +78,29 @@ def detect_quantization(weights: dict[str, Any], model: nn.Module) -> Spec | Non
     A module counts as quantized when `{path}.scales` is present; None if no module is.
     """
     modules = quantizable_modules(model)
-    found = {p: _infer_params(p, m, weights) for p, m in modules.items() if f"{p}.scales" in weights}
-    if not found:
-        return None
-    return spec_from_modules(found, list(modules))
-
-
-def spec_from_modules(quantized: dict[str, dict[str, int]], all_paths: list[str]) -> Spec:
-    """Compact block: the most common (group_size, bits) as default, the rest as overrides."""
-    counts = Counter((p["group_size"], p["bits"]) for p in quantized.values())
-    (g, b), _ = counts.most_common(1)[0]
-    spec: Spec = {"group_size": g, "bits": b}
-    for path in all_paths:
-        params = quantized.get(path)
-        if params is None:
-            spec[path] = False
-        elif (params["group_size"], params["bits"]) != (g, b):
-            spec[path] = dict(params)
-    return spec
-
-
-def module_params(spec: Spec, path: str) -> dict[str, int] | None:
-    """Params a module at `path` gets under `spec` (None = not quantized)."""
-    override = spec.get(path)
-    if override is False:
-        return None
-    if isinstance(override, dict):
-        return {"group_size": int(override.get("group_size", spec["group_size"])),
-                "bits": int(override.get("bits", spec["bits"]))}
-    return {"group_size": int(spec["group_size"]), "bits": int(spec["bits"])}
-
-
-def validate_spec(spec: Spec) -> None:
-    for key in ("group_size", "bits"):
-        if key not in spec:
-            raise ValueError(f"quantization block needs a global {key!r}: {spec}")
-    mode = spec.get("mode", "affine")
-    if mode != "affine":
-        raise ValueError(f"only affine quantization is supported, got mode={mode!r}")
-    for path, v in spec.items():
-        if path in ("group_size", "bits", "mode"):
-            continue
-        if v is not False and not isinstance(v, dict):
-            raise ValueError(f"quantization override for {path!r} must be a dict or false, got {v!r}")
-    for path in [""] + [p for p, v in spec.items() if isinstance(v, dict)]:
-        if module_params(spec, path)["bits"] not in VALID_BITS:
-            raise ValueError(f"quantization bits for {path or 'the default'} must be in {VALID_BITS}")
+    decisions: Decisions = dict.fromkeys(modules)
+    decisions.update({p: _infer_params(p, m, weights) for p, m in modules.items()
+                      if f"{p}.scales" in weights})
+    return block_from_decisions(decisions)
 
 
 def quantize_lm(model: nn.Module, spec: Spec) -> nn.Module:
     """Quantize `model` in place as `spec` says (current weights are quantized; for loading a
     checkpoint, call on a fresh model and then load the quantized tensors)."""
-    validate_spec(spec)
+    validate_block(spec)
 
     def predicate(path: str, module: nn.Module) -> bool | dict:
         if not hasattr(module, "to_quantized") or isinstance(module, QUANTIZED_TYPES):
             return False
-        params = module_params(spec, path)
+        params = params_for(spec, path)
         if params is None:
             return False
         dims = module.weight.shape[-1]
-        if dims % params["group_size"]:
+        if dims % params.group_size:
             raise ValueError(
-                f"{path}: in_features {dims} is not a multiple of group_size {params['group_size']}"
+                f"{path}: in_features {dims} is not a multiple of group_size {params.group_size}"
             )
-        return params
+        return params.as_block()
 
     nn.quantize(model, group_size=int(spec["group_size"]), bits=int(spec["bits"]),
                 class_predicate=predicate)
@@ -149,15 +114,18 @@ def check_spec_matches(spec: Spec, detected: Spec | None, model: nn.Module) -> N
     modules the block does not name follow their tensors (mlx-lm infers their params from the
     stored shapes), so the global params are only the default for writers.
     """
-    validate_spec(spec)
+    validate_block(spec)
     bad = []
     for p in quantizable_modules(model):
         if p not in spec:
             continue
-        have = module_params(detected, p) if detected else None
-        want = module_params(spec, p)
+        have, want = params_for(detected, p), params_for(spec, p)
         if want != have:
-            bad.append(f"{p}: config says {want or 'unquantized'}, tensors say {have or 'unquantized'}")
+            bad.append(f"{p}: config says {_show(want)}, tensors say {_show(have)}")
     if bad:
         listing = "\n  ".join(bad[:40]) + (f"\n  ... and {len(bad) - 40} more" if len(bad) > 40 else "")
         raise ValueError(f"the config's quantization block does not match the weights:\n  {listing}")
+
+
+def _show(q: QParams | None) -> str:
+    return str(q.as_block()) if q is not None else "unquantized"

@@ -1,7 +1,8 @@
 """Command line of `cli.py quantize` and `cli.py quantize-report` (argparse inside each entry point).
 
     python cli.py quantize SRC OUT_DIR --recipe {bf16,q8,q4,mixed-q4q8,q4-heads8,custom}
-                           [--bits B] [--group-size G] [--config JSON] [--max-shard-gb N]
+                           [--bits B] [--group-size G] [--scales DTYPE] [--config JSON]
+                           [--max-shard-gb N]
                            [--no-report] [--report-steps T] [--json FILE]
     python cli.py quantize-report OUT_DIR --reference SRC [--compare DIR ...] [--json FILE]
 
@@ -40,9 +41,13 @@ def quantize_parser() -> argparse.ArgumentParser:
     ap.add_argument("--bits", type=int, default=None, help="override the recipe's default bits")
     ap.add_argument("--group-size", type=int, default=None,
                     help="override the recipe's default group size (32, 64, 128)")
+    ap.add_argument("--scales", choices=("bfloat16", "float16", "float32"), default=None,
+                    help="dtype of quantization scales and biases (default: --dtype, bfloat16 as "
+                         "Kyutai's files); float16 is the same size and brings 8-bit weights "
+                         "closer to the source")
     ap.add_argument("--config", default=None, help="LM config.json to use instead of the source's")
     ap.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16",
-                    help="dtype of unquantized tensors (and of scales/biases)")
+                    help="dtype of unquantized tensors (and of scales/biases unless --scales)")
     ap.add_argument("--max-shard-gb", type=float, default=None,
                     help="shard size; default: one file for bf16/q8/q4 (Kyutai's names), 5 GB else")
     ap.add_argument("--no-report", action="store_true", help="skip the quality report")
@@ -110,7 +115,7 @@ def main_quantize(argv: list[str]) -> int:
     from .source import SourceError, resolve
 
     try:
-        recipe = get_recipe(args.recipe, args.bits, args.group_size)
+        recipe = get_recipe(args.recipe, args.bits, args.group_size, args.scales)
         source = resolve(args.src, args.config)
         plan = prepare(source, recipe, args.dtype)
     except (SourceError, ValueError, OSError) as e:

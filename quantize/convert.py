@@ -27,20 +27,15 @@ from typing import Any
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from moshi_mlx.checkpoint.layout import INDEX_FILE, LM_FILES
+from moshi_mlx.checkpoint.safetensors_io import load_lazy, nbytes, write_weights
+from moshi_mlx.checkpoint.spec import params_for, with_block
 from moshi_mlx.config import LmConfig, moshi_v0_1
 from moshi_mlx.loading import DTYPES
 from moshi_mlx.quant import quantizable_modules
 from moshi_mlx.weights.lm import detect_format, map_lm_torch
 
-from .recipes import (
-    QBits,
-    Recipe,
-    decisions_from_block,
-    kyutai_compatible,
-    plan,
-    quantization_block,
-)
-from .safetensors_io import INDEX_NAME, load_lazy, make_shards, nbytes, stream_save
+from .recipes import QBits, Recipe, kyutai_compatible, plan
 from .source import Source, SourceError
 
 log = logging.getLogger(__name__)
@@ -87,8 +82,8 @@ def _dequantize(weights: dict[str, mx.array], expected: dict[str, mx.array],
         path = name[: -len(".scales")]
         wq, scales = out.pop(f"{path}.weight"), out.pop(name)
         biases = out.pop(f"{path}.biases")
-        if block and decisions_from_block(block, [path])[path] is not None:
-            bits, gs = decisions_from_block(block, [path])[path]  # type: ignore[misc]
+        if params_for(block, path) is not None:
+            bits, gs = params_for(block, path)  # type: ignore[misc]
         else:
             exp = expected.get(f"{path}.weight")
             if exp is None:
@@ -140,6 +135,7 @@ def prepare(source: Source, recipe: Recipe, dtype: str = "bfloat16") -> Plan:
         )
     decisions = plan(recipe, ((p, m.weight.shape[-1]) for p, m in model_modules.items()))
     out_dtype = DTYPES[dtype]
+    scale_dtype = DTYPES[recipe.scales] if recipe.scales else out_dtype
     tensors: dict[str, mx.array] = {}
     for name in sorted(weights, key=_order_key):
         w = weights.pop(name)  # the plan must be the only holder of source arrays
@@ -149,9 +145,13 @@ def prepare(source: Source, recipe: Recipe, dtype: str = "bfloat16") -> Plan:
             tensors[name] = w.astype(out_dtype)
             continue
         bits, gs = q
-        # Quantize from the output dtype, as Kyutai does (model cast to bf16 first): scales and
-        # biases come out bf16, the layout their loader expects.
-        wq, scales, biases = mx.quantize(w.astype(out_dtype), group_size=gs, bits=bits)
+        if scale_dtype == out_dtype:
+            # Quantize from the output dtype, as Kyutai does (model cast to bf16 first): scales
+            # and biases come out bf16, the layout their loader expects.
+            wq, scales, biases = mx.quantize(w.astype(out_dtype), group_size=gs, bits=bits)
+        else:  # from float32, then round scales and biases once (no float16 range issue)
+            wq, scales, biases = mx.quantize(w.astype(mx.float32), group_size=gs, bits=bits)
+            scales, biases = scales.astype(scale_dtype), biases.astype(scale_dtype)
         tensors[f"{path}.biases"], tensors[f"{path}.scales"], tensors[name] = biases, scales, wq
     order = sorted(tensors, key=_order_key)
     return Plan(cfg, recipe, decisions, tensors, order, source, fmt)
@@ -160,13 +160,9 @@ def prepare(source: Source, recipe: Recipe, dtype: str = "bfloat16") -> Plan:
 def _out_config(plan: Plan, weights_name: str, copied: dict[str, str]) -> dict[str, Any]:
     # Every LM field written out (not only the source's): Kyutai's loader reads them all.
     cfg = plan.cfg.to_dict()
-    cfg.pop("quantization", None)
     cfg["moshi_name"] = weights_name
     cfg.update(copied)
-    block = quantization_block(plan.decisions)
-    if block is not None:
-        cfg["quantization"] = block
-    return cfg
+    return with_block(cfg, plan.decisions)
 
 
 def write(
@@ -187,24 +183,10 @@ def write(
                     "not load this output (ours does)", plan.recipe.name)
     if max_shard_bytes is None and not plan.recipe.kyutai_file:
         max_shard_bytes = DEFAULT_SHARD_BYTES
-    sizes = {n: nbytes(plan.tensors[n]) for n in plan.order}
-    shards = make_shards(plan.order, sizes, max_shard_bytes)
-    for stale in [*out.glob("model*.safetensors"), out / INDEX_NAME]:
-        stale.unlink(missing_ok=True)  # a re-run must not leave a second LM file behind
-    if len(shards) == 1:
-        names = [plan.recipe.kyutai_file or "model.safetensors"]
-    else:
-        names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    files, total = [], 0
     meta = {"format": "mlx", "recipe": plan.recipe.name}
-    for shard, fname in zip(shards, names, strict=True):
-        total += stream_save(out / fname, plan.tensors, shard, meta, on_tensor)
-        files.append(out / fname)
-    if len(shards) > 1:
-        index = {"metadata": {"total_size": sum(sizes.values())},
-                 "weight_map": {n: f for s, f in zip(shards, names, strict=True) for n in s}}
-        index["weight_map"] = dict(sorted(index["weight_map"].items()))
-        (out / INDEX_NAME).write_text(json.dumps(index, indent=2))
+    files = write_weights(out, plan.tensors, plan.recipe.kyutai_file or LM_FILES["bf16"],
+                          plan.order, max_shard_bytes, meta, on_tensor)
+    total = sum(f.stat().st_size for f in files)
     copied: dict[str, str] = {}
     copied_paths = []
     for key, src in plan.source.extras.items():
@@ -213,7 +195,7 @@ def write(
             shutil.copy2(src, dst)
         copied[key] = src.name
         copied_paths.append(dst)
-    weights_name = names[0] if len(shards) == 1 else INDEX_NAME
+    weights_name = files[0].name if len(files) == 1 else INDEX_FILE
     cfg_path = out / "config.json"
     cfg_path.write_text(json.dumps(_out_config(plan, weights_name, copied), indent=2))
     return Result(out, files, cfg_path, plan.recipe, plan.decisions, compatible, total,

@@ -2,17 +2,15 @@
 
 A recipe maps each quantizable module of Moshi's LM (every Linear and Embedding, i.e. every 2-D
 `<path>.weight` of the checkpoint) to `(bits, group_size)` or to None (kept in float). Modules are
-classified from their checkpoint path (Kyutai's MLX key names, see reference.md section 4.1):
+classified from their checkpoint path (Kyutai's MLX key names):
 
 - `embeddings`: `text_emb`, `audio_embs.{i}`, `depformer.slices.{k}.emb`
 - `heads`:      `text_linear`, `depformer.slices.{k}.linear_out` (the output projections)
 - `depformer`:  everything else under `depformer.` (input projections, attention, gated MLPs)
 - `temporal`:   `transformer.layers.{L}.*` (Helium, ~90% of the 7B parameters)
 
-The `"quantization"` block follows mlx-lm: global `group_size`/`bits` plus per-module entries that
-override them (`{"group_size": G, "bits": B}`) or switch quantization off (`false`). We write an
-explicit `false` for every quantizable module left in float, so a reader never has to guess from
-file names. Plain `q4` (group 32) and `q8` (group 64) quantize every Linear and Embedding, exactly
+The `"quantization"` block (`moshi_mlx.checkpoint.spec`, mlx-lm's convention) lists an explicit
+`false` for every quantizable module left in float, so a reader never has to guess from file names. Plain `q4` (group 32) and `q8` (group 64) quantize every Linear and Embedding, exactly
 like Kyutai's `scripts/quantize_mlx.py` (`nn.quantize` defaults), so their `moshi_mlx` loads them.
 """
 
@@ -20,11 +18,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+
+from moshi_mlx.checkpoint.layout import LM_FILES
+from moshi_mlx.checkpoint.spec import QParams
 
 GROUPS = ("temporal", "depformer", "embeddings", "heads")
-QBits = tuple[int, int] | None  # (bits, group_size) or None = keep float
+QBits = QParams | None  # (bits, group_size) or None = keep float
 
 _EMB = re.compile(r"^(text_emb|audio_embs\.\d+|depformer\.slices\.\d+\.emb)$")
 _HEAD = re.compile(r"^(text_linear|depformer\.slices\.\d+\.linear_out)$")
@@ -54,6 +54,7 @@ class Recipe:
     groups: tuple[tuple[str, QBits], ...] = ()
     description: str = ""
     kyutai_file: str | None = None  # file name Kyutai's moshi_mlx uses for this exact recipe
+    scales: str | None = None  # dtype of scales/biases; None: the output dtype (bf16, as Kyutai)
 
     def for_group(self, group: str) -> QBits:
         return dict(self.groups).get(group, self.default)
@@ -61,6 +62,22 @@ class Recipe:
     @property
     def is_quantized(self) -> bool:
         return self.default is not None or any(q is not None for _, q in self.groups)
+
+    def with_scales(self, scales: str | None) -> Recipe:
+        """Store scales and biases in `scales` ("float16", "float32") instead of the output dtype.
+
+        float16 scales have the size of bf16 ones and 3 more mantissa bits: the 8-bit groups'
+        rounding of scale and bias shrinks (4-bit groups are dominated by their own step). Kyutai's
+        moshi_mlx still loads the file (its loader checks shapes, not dtypes); MLX promotes a
+        quantized matmul of bf16 activations with float16 scales to float32.
+        """
+        if scales is None or scales == self.scales:
+            return self
+        if not self.is_quantized:
+            raise ValueError(f"--scales applies to quantized recipes, not {self.name!r}")
+        short = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}[scales]
+        return replace(self, name=f"{self.name}-{short}scales", scales=scales,
+                       description=f"{self.description}; scales and biases in {scales}")
 
     def with_override(self, bits: int | None, group_size: int | None) -> Recipe:
         """Replace the default (bits, group size) with `--bits` / `--group-size`.
@@ -88,11 +105,11 @@ RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
         Recipe("bf16", None, (), "no quantization, every tensor in bfloat16",
-               kyutai_file="model.safetensors"),
+               kyutai_file=LM_FILES["bf16"]),
         Recipe("q8", (8, 64), (), "8 bits, group 64, every Linear and Embedding (Kyutai q8)",
-               kyutai_file="model.q8.safetensors"),
+               kyutai_file=LM_FILES["q8"]),
         Recipe("q4", (4, 32), (), "4 bits, group 32, every Linear and Embedding (Kyutai q4)",
-               kyutai_file="model.q4.safetensors"),
+               kyutai_file=LM_FILES["q4"]),
         Recipe("mixed-q4q8", (8, 64), (("temporal", (4, 32)),),
                "temporal transformer 4 bits/g32; depformer, embeddings and heads 8 bits/g64"),
         Recipe("q4-heads8", (4, 32), (("embeddings", (8, 64)), ("heads", (8, 64))),
@@ -102,8 +119,10 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def get_recipe(name: str | None, bits: int | None = None, group_size: int | None = None) -> Recipe:
-    """Look up a recipe by name and apply `--bits/--group-size`; `None` name with bits -> custom."""
+def get_recipe(name: str | None, bits: int | None = None, group_size: int | None = None,
+               scales: str | None = None) -> Recipe:
+    """Look up a recipe by name and apply `--bits/--group-size/--scales`; `None` name with bits
+    -> custom."""
     if name is None:
         name = "custom" if (bits is not None or group_size is not None) else "q4"
     if name not in RECIPES:
@@ -111,7 +130,7 @@ def get_recipe(name: str | None, bits: int | None = None, group_size: int | None
     recipe = RECIPES[name]
     if name == "bf16" and (bits is not None or group_size is not None):
         recipe = RECIPES["custom"]
-    return recipe.with_override(bits, group_size)
+    return recipe.with_override(bits, group_size).with_scales(scales)
 
 
 def plan(recipe: Recipe, modules: Iterable[tuple[str, int]]) -> dict[str, QBits]:
@@ -125,48 +144,13 @@ def plan(recipe: Recipe, modules: Iterable[tuple[str, int]]) -> dict[str, QBits]
         q = recipe.for_group(module_group(path))
         if q is not None and in_features % q[1] != 0:
             q = None
-        out[path] = q
-    return out
-
-
-def quantization_block(decisions: dict[str, QBits]) -> dict[str, Any] | None:
-    """mlx-lm style block: the most common (bits, group) as global, others as overrides."""
-    counts: dict[tuple[int, int], int] = {}
-    for q in decisions.values():
-        if q is not None:
-            counts[q] = counts.get(q, 0) + 1
-    if not counts:
-        return None
-    bits, gs = max(counts, key=lambda q: (counts[q], -q[0]))
-    block: dict[str, Any] = {"group_size": gs, "bits": bits}
-    for path in sorted(decisions):
-        q = decisions[path]
-        if q is None:
-            block[path] = False
-        elif q != (bits, gs):
-            block[path] = {"group_size": q[1], "bits": q[0]}
-    return block
-
-
-def decisions_from_block(block: dict[str, Any] | None, paths: Iterable[str]) -> dict[str, QBits]:
-    """Inverse of `quantization_block` for the given quantizable module paths."""
-    out: dict[str, QBits] = {}
-    for p in paths:
-        if not block:
-            out[p] = None
-            continue
-        v = block.get(p, True)
-        if v is False:
-            out[p] = None
-        elif isinstance(v, dict):
-            out[p] = (int(v["bits"]), int(v["group_size"]))
-        else:
-            out[p] = (int(block["bits"]), int(block["group_size"]))
+        out[path] = QParams(*q) if q is not None else None
     return out
 
 
 def kyutai_compatible(recipe: Recipe, decisions: dict[str, QBits]) -> bool:
-    """True when the output is exactly what Kyutai's quantize script would produce."""
+    """True when Kyutai's moshi_mlx loads the output: the module selection and params of their
+    quantize script (bit for bit their output unless `recipe.scales` is set)."""
     if recipe.kyutai_file is None:
         return False
     return all(q == recipe.default for q in decisions.values())

@@ -8,7 +8,9 @@ Metrics, on one probe sequence (seeded random text and audio codes, teacher-forc
   (`audio_kl_per_codebook` lists them). Positions the delays leave undefined are excluded.
 - `text_top1`, `audio_top1`: fraction of positions where both models' argmax agree.
 - `size_bytes`: LM weight files on disk; `bits_per_weight`: their bytes x 8 / number of weights of
-  the float model (scales and biases included, as mlx-lm's `compute_bits_per_weight` counts them).
+  the float model (scales and biases included, as mlx-lm's `compute_bits_per_weight` counts them);
+  `scales`: the stored dtype of the quantization scales (bf16 in Kyutai's files, f16 with
+  `quantize --scales float16`), "-" for a float model.
 
 Models are loaded one at a time and freed after their logits are taken, so a report on the 7B needs
 memory for one model, not two.
@@ -27,9 +29,10 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
+from moshi_mlx.checkpoint.safetensors_io import read_header
 from moshi_mlx.config import LmConfig, moshi_v0_1
+from moshi_mlx.delays import undelay_mask
 
-from .safetensors_io import read_header
 from .source import Source, resolve
 
 log = logging.getLogger(__name__)
@@ -53,12 +56,6 @@ def top1_agreement(ref_logits: np.ndarray, q_logits: np.ndarray) -> np.ndarray:
     return (np.argmax(ref_logits, axis=-1) == np.argmax(q_logits, axis=-1)).astype(np.float64)
 
 
-def valid_positions(delays: list[int] | tuple[int, ...], steps: int) -> np.ndarray:
-    """[S, T] bool: stream s is defined at t < T - delays[s] (torch `_undelay_sequence` mask)."""
-    t = np.arange(steps)[None, :]
-    return t < (steps - np.asarray(delays)[:, None])
-
-
 # Sizes ------------------------------------------------------------------------------------------
 def size_stats(source: Source) -> dict[str, Any]:
     """Bytes of the LM files, and bits per weight relative to the float model of the config."""
@@ -69,10 +66,13 @@ def size_stats(source: Source) -> dict[str, Any]:
     cfg = LmConfig.from_dict(cfg_dict)
     n_weights = sum(v.size for _, v in tree_flatten(Lm(cfg).parameters()))  # lazy, not evaluated
     size = sum(f.stat().st_size for f in source.weight_files)
-    data = 0
+    data, scales = 0, set()
     for f in source.weight_files:
-        data += sum(e["data_offsets"][1] - e["data_offsets"][0] for e in read_header(f).values())
-    return {"size_bytes": size, "params": int(n_weights), "bits_per_weight": data * 8 / n_weights}
+        header = read_header(f)
+        data += sum(e["data_offsets"][1] - e["data_offsets"][0] for e in header.values())
+        scales |= {e["dtype"].lower() for k, e in header.items() if k.endswith(".scales")}
+    return {"size_bytes": size, "params": int(n_weights), "bits_per_weight": data * 8 / n_weights,
+            "scales": "/".join(sorted(scales)) or "-"}
 
 
 # Logits -----------------------------------------------------------------------------------------
@@ -118,6 +118,7 @@ class ModelReport:
     audio_top1: float
     text_kl_max: float
     audio_kl_per_codebook: list[float] = field(default_factory=list)
+    scales: str = "-"
 
 
 def compare_logits(ref: tuple[np.ndarray, ...], q: tuple[np.ndarray, ...],
@@ -125,7 +126,7 @@ def compare_logits(ref: tuple[np.ndarray, ...], q: tuple[np.ndarray, ...],
     """Drift metrics between two models' logits on the same probe (see module docstring)."""
     (rt, ra), (qt, qa) = ref, q
     steps = rt.shape[-2]
-    valid = valid_positions(delays, steps)
+    valid = undelay_mask(delays, steps)
     vt = valid[0] & np.isfinite(rt).all(-1)[0] & np.isfinite(qt).all(-1)[0]
     text_kl = kl_divergence(rt[0][vt], qt[0][vt])
     out: dict[str, Any] = {
@@ -201,11 +202,11 @@ def render(report: dict[str, Any], console: Any = None) -> Any:
 
     t = Table(title=f"Quantization quality vs {report['reference']} "
                     f"(probe: {report['probe']['steps']} steps, seed {report['probe']['seed']})")
-    for col in ("model", "recipe", "size", "bits/w", "text KL", "audio KL", "text top-1",
+    for col in ("model", "recipe", "scales", "size", "bits/w", "text KL", "audio KL", "text top-1",
                 "audio top-1"):
         t.add_column(col, justify="left" if col in ("model", "recipe") else "right")
     for r in report["models"]:
-        t.add_row(r["name"], r["recipe"], f"{r['size_bytes'] / 1e6:.2f} MB",
+        t.add_row(r["name"], r["recipe"], r.get("scales", "-"), f"{r['size_bytes'] / 1e6:.2f} MB",
                   f"{r['bits_per_weight']:.2f}", f"{r['text_kl']:.2e}", f"{r['audio_kl']:.2e}",
                   f"{100 * r['text_top1']:.1f}%", f"{100 * r['audio_top1']:.1f}%")
     if console is not None:
@@ -215,10 +216,11 @@ def render(report: dict[str, Any], console: Any = None) -> Any:
 
 def markdown(report: dict[str, Any]) -> str:
     """The same table as markdown (for the README)."""
-    lines = ["| model | recipe | size | bits/weight | text KL | audio KL | text top-1 | audio top-1 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | recipe | scales | size | bits/weight | text KL | audio KL | text top-1 | "
+             "audio top-1 |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in report["models"]:
-        lines.append(f"| {r['name']} | {r['recipe']} | {r['size_bytes'] / 1e6:.2f} MB | "
+        lines.append(f"| {r['name']} | {r['recipe']} | {r.get('scales', '-')} | "
+                     f"{r['size_bytes'] / 1e6:.2f} MB | "
                      f"{r['bits_per_weight']:.2f} | {r['text_kl']:.2e} | {r['audio_kl']:.2e} | "
                      f"{100 * r['text_top1']:.1f}% | {100 * r['audio_top1']:.1f}% |")
     return "\n".join(lines)

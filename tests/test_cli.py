@@ -6,6 +6,7 @@ The live chat through a real PulseAudio server is in test_cli_chat.py.
 from __future__ import annotations
 
 import json
+import sys
 import wave
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 import cli
-from moshi_mlx import hub
+from moshi_mlx.checkpoint import MIMI_FILE
 from moshi_mlx.testing.fixtures import tiny_repo, tiny_repo_full_mimi, tiny_repos  # noqa: F401
 
 
@@ -162,6 +163,19 @@ def one_line_error(rc: int, err: str) -> str:
     return lines[0]
 
 
+def test_rustymimi_backend_missing(capsys, tmp_path, monkeypatch, tiny_repo, user_wav):  # noqa: F811
+    """Where rustymimi has no wheel (CPython 3.14), the backend is a one-line error, given before
+    the LM is loaded."""
+    import moshi_mlx.loading
+
+    monkeypatch.setitem(sys.modules, "rustymimi", None)  # `import rustymimi` raises ImportError
+    monkeypatch.setattr(moshi_mlx.loading, "load_lm", lambda *a, **k: pytest.fail("LM loaded"))
+    rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "--mimi-backend", "rustymimi",
+                         "-i", user_wav, "-o", tmp_path / "o.wav")
+    line = one_line_error(rc, err)
+    assert "rustymimi Mimi backend is not installed" in line and "--mimi-backend mlx" in line
+
+
 def test_unknown_model_name(capsys, tmp_path, user_wav):
     rc, _, err = run_cli(capsys, "run", "--model", "moshiki", "-i", user_wav, "-o", tmp_path / "o.wav")
     line = one_line_error(rc, err)
@@ -263,6 +277,7 @@ def test_offline_cached_repo_runs(capsys, tmp_path, monkeypatch, tiny_repo, user
 @pytest.mark.slow
 def test_both_mimi_backends_give_the_same_conversation(capsys, tmp_path, tiny_repo_full_mimi):  # noqa: F811
     """Real-size random Mimi: `--mimi-backend rustymimi` and our MLX Mimi, same seed, same output."""
+    pytest.importorskip("rustymimi", reason="rustymimi has no wheel for this Python")
     user = write_wav(tmp_path / "u.wav", speechlike(0.4, 24000), 24000)
     outs = {}
     for backend in ("rustymimi", "mlx"):
@@ -335,7 +350,7 @@ def test_unreadable_weight_files_are_named(capsys, tmp_path, tiny_repo, user_wav
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"junk")
     cut = tmp_path / "cut.safetensors"
-    cut.write_bytes((tiny_repo / hub.MIMI_FILE).read_bytes()[:100_000])
+    cut.write_bytes((tiny_repo / MIMI_FILE).read_bytes()[:100_000])
     for flag, path in (("--lm-weight", junk), ("--mimi-weight", cut)):
         rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, flag, path, "-i", user_wav,
                              "-o", tmp_path / "o.wav")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from moshi_mlx import hub
+from moshi_mlx.checkpoint import MIMI_FILE, TOKENIZER_FILE
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -61,7 +62,7 @@ def test_offline_cached_default_repo_resolves(hf_cache):
     snap = make_cached_repo(
         hf_cache,
         "kyutai/moshiko-mlx-q4",
-        {"model.q4.safetensors": b"lm", hub.MIMI_FILE: b"mimi", hub.TOKENIZER_FILE: b"spm"},
+        {"model.q4.safetensors": b"lm", MIMI_FILE: b"mimi", TOKENIZER_FILE: b"spm"},
     )
     files = hub.resolve()
     assert files.lm_weight == snap / "model.q4.safetensors"
@@ -72,13 +73,13 @@ def test_offline_cached_default_repo_resolves(hf_cache):
 
 
 def test_offline_uncached_message_says_what_and_how(hf_cache):
-    make_cached_repo(hf_cache, "kyutai/moshika-mlx-q8", {hub.TOKENIZER_FILE: b"spm"})
+    make_cached_repo(hf_cache, "kyutai/moshika-mlx-q8", {TOKENIZER_FILE: b"spm"})
     with pytest.raises(hub.HubError) as e:
         hub.resolve(model="moshika", quant="q8")
     msg = str(e.value)
     assert "kyutai/moshika-mlx-q8" in msg and "HF_HUB_OFFLINE" in msg
-    assert "model.q8.safetensors (8.17 GB)" in msg and hub.MIMI_FILE in msg
-    assert hub.TOKENIZER_FILE not in msg  # already cached
+    assert "model.q8.safetensors (8.17 GB)" in msg and MIMI_FILE in msg
+    assert TOKENIZER_FILE not in msg  # already cached
     assert "about 8.55 GB" in msg
     assert "hf download kyutai/moshika-mlx-q8 model.q8.safetensors" in msg
 
@@ -108,16 +109,16 @@ def test_custom_repo_uses_its_config_names(hf_cache):
 def test_model_dir_and_explicit_overrides(tmp_path):
     d = tmp_path / "m"
     d.mkdir()
-    for f in ("model.q8.safetensors", hub.MIMI_FILE, hub.TOKENIZER_FILE):
+    for f in ("model.q8.safetensors", MIMI_FILE, TOKENIZER_FILE):
         (d / f).write_bytes(b"x")
     files = hub.resolve(model_dir=d)
     assert files.lm_weight == d / "model.q8.safetensors" and files.precision == "q8"
     other = tmp_path / "other.model"
     other.write_bytes(b"y")
     files = hub.resolve(model_dir=d, tokenizer=other)
-    assert files.tokenizer == other and files.mimi_weight == d / hub.MIMI_FILE
+    assert files.tokenizer == other and files.mimi_weight == d / MIMI_FILE
     lm = d / "model.q8.safetensors"
-    files = hub.resolve(lm_weight=lm, mimi_weight=d / hub.MIMI_FILE, tokenizer=other)
+    files = hub.resolve(lm_weight=lm, mimi_weight=d / MIMI_FILE, tokenizer=other)
     assert (files.lm_weight, files.tokenizer) == (lm, other)
 
 
@@ -186,7 +187,7 @@ def test_unreachable_hub_is_tried_once(hf_cache, monkeypatch):
     with pytest.raises(hub.HubError) as e:
         hub.resolve(model="moshika-q8")
     assert tried == ["model.q8.safetensors"]
-    assert all(f in str(e.value) for f in ("model.q8.safetensors", hub.MIMI_FILE, hub.TOKENIZER_FILE))
+    assert all(f in str(e.value) for f in ("model.q8.safetensors", MIMI_FILE, TOKENIZER_FILE))
 
 
 def test_online_repo_without_config_downloads_default_names(hf_cache, monkeypatch, tmp_path):
@@ -207,7 +208,7 @@ def test_online_repo_without_config_downloads_default_names(hf_cache, monkeypatc
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     files = hub.resolve(hf_repo="kyutai/moshiko-pytorch-bf16")
-    assert fetched == ["model.safetensors", hub.MIMI_FILE, hub.TOKENIZER_FILE]
+    assert fetched == ["model.safetensors", MIMI_FILE, TOKENIZER_FILE]
     assert files.config is None and files.lm_weight.name == "model.safetensors"
 
 

@@ -98,7 +98,7 @@ def test_quantization_detected_from_tensors(bits, group_size, tmp_path):
     q = quantized_modules(loaded)
     assert q == quantized_modules(lm)
     assert len(q) == 2 + cfg.n_q + 4 * cfg.num_layers + cfg.dep_q * (3 + 4 * cfg.depformer_num_layers)
-    assert all(v == {"group_size": group_size, "bits": bits} for v in q.values())
+    assert all(v == (bits, group_size) for v in q.values())
     assert loaded.text_emb.weight.dtype == mx.uint32 and loaded.text_emb.scales.dtype == mx.bfloat16
     codes = mx.array(np.random.default_rng(0).integers(0, cfg.card, (1, 17, 9)))
     codes[:, :, 3] = -1  # zero tokens everywhere at step 3
@@ -126,7 +126,7 @@ def test_quantization_detected_from_tensors(bits, group_size, tmp_path):
             # quantized_matmul dequantizes in float32; the embedding gather in the scales' dtype.
             sdt = mod.scales.dtype if isinstance(mod, nn.QuantizedEmbedding) else mx.float32
             deq[k] = mx.dequantize(v, mod.scales.astype(sdt), mod.biases.astype(sdt),
-                                   m["group_size"], m["bits"]).astype(mx.float32)
+                                   m.group_size, m.bits).astype(mx.float32)
         elif path not in q:
             deq[k] = v.astype(mx.float32)
     ref = Lm(cfg)
@@ -149,7 +149,7 @@ def test_mixed_quantization_round_trips_through_config(tmp_path):
             "depformer.slices.0.linear_out": {"group_size": 64, "bits": 8}}
     quantize_lm(lm, spec)
     assert "text_linear" not in quantized_modules(lm)
-    assert quantized_modules(lm)["depformer.slices.0.linear_out"] == {"group_size": 64, "bits": 8}
+    assert quantized_modules(lm)["depformer.slices.0.linear_out"] == (8, 64)  # (bits, group)
     save_lm(lm, tmp_path / "out", filename="model.q4.safetensors")
     saved = json.loads((tmp_path / "out" / "config.json").read_text())["quantization"]
     assert saved == {"group_size": 32, "bits": 4, "text_linear": False,

@@ -37,8 +37,8 @@ def make_source(d: Path, cfg: dict, seed: int = 0) -> Path:
     return d
 
 
-def convert(src: Path, out: Path, recipe: str) -> Path:
-    write(prepare(resolve(src), get_recipe(recipe)), out)
+def convert(src: Path, out: Path, recipe: str, scales: str | None = None) -> Path:
+    write(prepare(resolve(src), get_recipe(recipe, scales=scales)), out)
     return out
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from moshi_mlx import load_lm
 from quantize.cli import main_quantize, main_report
-from quantize.report import kl_divergence, markdown, top1_agreement, valid_positions
+from quantize.report import kl_divergence, markdown, top1_agreement
 
 from .test_quantize_helpers import KY_CFG, convert, make_source, tiny_repo  # noqa: F401
 
@@ -32,7 +32,6 @@ def test_metric_math():
     a = np.array([[0.1, 2.0, 0.3], [5.0, 0.0, 0.0]])
     b = np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
     assert top1_agreement(a, b).tolist() == [1.0, 0.0]
-    assert valid_positions([0, 2], 4).tolist() == [[True] * 4, [True, True, False, False]]
 
 
 def test_report_compare_numbers_are_computed(tiny_repo, tmp_path, capsys):  # noqa: F811
@@ -64,19 +63,20 @@ def test_report_compare_numbers_are_computed(tiny_repo, tmp_path, capsys):  # no
         assert rows[r]["bits_per_weight"] == pytest.approx(want, rel=1e-9)
     assert bf16["size_bytes"] > q8["size_bytes"] > mixed["size_bytes"] > q4["size_bytes"]
     out = capsys.readouterr().out
-    assert "Quantization quality" in out and "| q4 | q4 |" in out
+    assert "Quantization quality" in out and "| q4 | q4 | bf16 |" in out and "| bf16 | bf16 | - |" in out
     assert markdown(rep).count("\n") == 5
 
 
 def test_cli_quantize_end_to_end(tiny_repo, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "custom"
     assert main_quantize([str(tiny_repo), str(out), "--bits", "6", "--group-size", "64",
-                          "--report-steps", "16"]) == 0
+                          "--scales", "float16", "--report-steps", "16"]) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["quantization"]["bits"] == 6 and cfg["quantization"]["group_size"] == 64
     assert load_lm(out).audio_embs[3].bits == 6
     rep = json.loads((out / "quantize_report.json").read_text())
-    assert rep["models"][0]["recipe"] == "custom-q6g64" and rep["models"][0]["text_kl"] > 0
+    assert rep["models"][0]["recipe"] == "custom-q6g64-f16scales" and rep["models"][0]["text_kl"] > 0
+    assert rep["models"][0]["scales"] == "f16"  # read from the file's header
     assert "wrote model.safetensors" in capsys.readouterr().out
 
 
@@ -94,12 +94,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not KYENV.exists(), reason="Kyutai's moshi_mlx env (/work/kyenv) not present")
-@pytest.mark.parametrize("recipe", ["q4", "q8", "bf16"])
-def test_plain_outputs_load_in_kyutai_moshi_mlx(tmp_path, recipe):
+@pytest.mark.parametrize("recipe, scales", [("q4", None), ("q8", None), ("bf16", None),
+                                            ("q8", "float16")])
+def test_plain_outputs_load_in_kyutai_moshi_mlx(tmp_path, recipe, scales):
     """Kyutai's own Lm + nn.quantize + load_weights(strict=True) loads our file, and its first
     text logits equal ours (same weights, float32 compute on both sides)."""
     src = make_source(tmp_path / "src", KY_CFG)
-    out = convert(src, tmp_path / recipe, recipe)
+    out = convert(src, tmp_path / recipe, recipe, scales)
     res = subprocess.run([str(KYENV), str(ROOT / "quantize" / "kyutai_check.py"), str(out),
                           "--float32"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)

@@ -10,6 +10,7 @@ import sentencepiece
 from safetensors.numpy import load_file
 
 from moshi_mlx import hub, load_lm
+from moshi_mlx.checkpoint import MIMI_FILE, TOKENIZER_FILE
 from moshi_mlx.config import LmConfig, MimiConfig
 from moshi_mlx.quant import quantized_modules
 from moshi_mlx.testing.fixtures import tiny_repo, tiny_repos  # noqa: F401
@@ -18,10 +19,10 @@ from moshi_mlx.testing.tiny_repo import main
 
 def test_layout_and_config(tiny_repo):  # noqa: F811
     names = sorted(p.name for p in tiny_repo.iterdir())
-    assert names == ["config.json", "model.safetensors", hub.MIMI_FILE, hub.TOKENIZER_FILE]
+    assert names == ["config.json", "model.safetensors", MIMI_FILE, TOKENIZER_FILE]
     cfg = json.loads((tiny_repo / "config.json").read_text())
     assert (cfg["moshi_name"], cfg["mimi_name"], cfg["tokenizer_name"]) == (
-        "model.safetensors", hub.MIMI_FILE, hub.TOKENIZER_FILE)
+        "model.safetensors", MIMI_FILE, TOKENIZER_FILE)
     assert "quantization" not in cfg
     lm_cfg = LmConfig.from_dict(cfg)
     mimi_cfg = MimiConfig.from_dict(cfg["mimi"])
@@ -32,7 +33,7 @@ def test_layout_and_config(tiny_repo):  # noqa: F811
 
 
 def test_tokenizer_has_kyutai_special_ids(tiny_repo):  # noqa: F811
-    sp = sentencepiece.SentencePieceProcessor(model_file=str(tiny_repo / hub.TOKENIZER_FILE))
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(tiny_repo / TOKENIZER_FILE))
     assert [sp.id_to_piece(i) for i in range(4)] == ["<unk>", "<s>", "</s>", "<pad>"]
     cfg = json.loads((tiny_repo / "config.json").read_text())
     assert cfg["text_card"] == sp.vocab_size()
@@ -40,13 +41,13 @@ def test_tokenizer_has_kyutai_special_ids(tiny_repo):  # noqa: F811
 
 
 def test_mimi_uses_released_pytorch_names(tiny_repo):  # noqa: F811
-    w = load_file(str(tiny_repo / hub.MIMI_FILE))
+    w = load_file(str(tiny_repo / MIMI_FILE))
     assert "encoder.model.0.conv.conv.weight" in w
     assert "quantizer.rvq_first.vq.layers.0._codebook.embedding_sum" in w
     assert any(k.endswith("self_attn.in_proj_weight") for k in w)
     assert all(v.dtype == np.float32 for v in w.values())
     usage = w["quantizer.rvq_rest.vq.layers.0._codebook.cluster_usage"]
-    np.testing.assert_array_equal(usage, 1.0)  # initialized codebooks, so codes vary
+    assert (usage > 0).all()  # initialized codebooks, so codes vary
 
 
 @pytest.mark.parametrize("quant,bits,group", [("q8", 8, 64), ("q4", 4, 32)])
@@ -56,14 +57,14 @@ def test_quantized_repos_load_strictly(tiny_repos, quant, bits, group):  # noqa:
     assert cfg["quantization"]["bits"] == bits and cfg["moshi_name"] == f"model.{quant}.safetensors"
     lm = load_lm(d)
     q = quantized_modules(lm)
-    assert q and all(v == {"group_size": group, "bits": bits} for v in q.values())
+    assert q and all(v == (bits, group) for v in q.values())
     assert "text_emb" in q and "depformer.slices.0.linear_out" in q
 
 
 def test_deterministic_per_seed(tmp_path, tiny_repo):  # noqa: F811
     assert main([str(tmp_path / "a"), "--seed", "0"]) == 0
     assert main([str(tmp_path / "b"), "--seed", "1"]) == 0
-    for name in ("model.safetensors", hub.MIMI_FILE, hub.TOKENIZER_FILE, "config.json"):
+    for name in ("model.safetensors", MIMI_FILE, TOKENIZER_FILE, "config.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tiny_repo / name).read_bytes(), name
     assert (tmp_path / "b" / "model.safetensors").read_bytes() != (
         tiny_repo / "model.safetensors").read_bytes()

@@ -115,10 +115,11 @@ def load_model(files: ModelFiles, settings: Settings) -> Model:
     """Load LM, Mimi and tokenizer; raises ValueError/FileNotFoundError with clear messages."""
     import mlx.core as mx
 
-    from ..codec import load_mimi
+    from ..codec import check_backend, load_mimi
     from ..loading import load_lm
     from ..tokenizer import TextTokenizer
 
+    check_backend(settings.mimi_backend)  # before the (slow) LM: a missing rustymimi fails at once
     if settings.seed is not None:
         mx.random.seed(settings.seed)
     log.info("loading LM from %s", files.lm_weight)

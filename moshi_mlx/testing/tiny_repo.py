@@ -29,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint.layout import LM_FILES, MIMI_FILE, TOKENIZER_FILE
+from ..checkpoint.spec import QParams
 from ..config import LmConfig, MimiConfig, mimi_202407
-from ..hub import LM_FILES, MIMI_FILE, TOKENIZER_FILE
 
 log = logging.getLogger(__name__)
 
 CARD = 128  # audio bins of the tiny Mimi and LM (real: 2048)
-QUANT_SPECS = {"q8": {"group_size": 64, "bits": 8}, "q4": {"group_size": 32, "bits": 4}}
+QUANT_SPECS = {"q8": QParams(8, 64).as_block(), "q4": QParams(4, 32).as_block()}  # Kyutai's
 OUTPUT_RMS = 0.1  # Moshi's voice from the tiny Mimi: about -20 dBFS, no clipping
 
 SENTENCES = [
@@ -89,6 +90,7 @@ def build_mimi_weights(cfg: MimiConfig, seed: int, codebooks_from_data: bool = T
     from mlx.utils import tree_flatten
 
     from ..models.mimi.mimi import Mimi
+    from ..models.mimi.synthetic import fit_codebooks
     from ..weights.mimi import map_mimi_to_torch
 
     mx.random.seed(seed + 1)
@@ -102,7 +104,9 @@ def build_mimi_weights(cfg: MimiConfig, seed: int, codebooks_from_data: bool = T
     mimi.load_weights(list(w.items()), strict=True)
     rng = np.random.default_rng(seed)
     if codebooks_from_data:
-        w.update(_codebooks_from_data(mimi, cfg, rng))
+        # Small noise (1e-3 of the residuals' spread) keeps codes apart without blurring them.
+        fit_codebooks(mimi, _probe(cfg, rng), seed, noise=1e-3)
+        w = dict(tree_flatten(mimi.parameters()))
         mimi = Mimi(cfg)  # a fresh model: the first one's prepared steps hold the old codebooks
         mimi.load_weights(list(w.items()), strict=True)
     # Calibrate on what the app plays: the random LM samples codes all over the codebooks (a
@@ -115,32 +119,16 @@ def build_mimi_weights(cfg: MimiConfig, seed: int, codebooks_from_data: bool = T
     return {k: np.asarray(v, np.float32) for k, v in map_mimi_to_torch(w, cfg).items()}
 
 
-def _codebooks_from_data(mimi, cfg: MimiConfig, rng: np.random.Generator) -> dict:
-    """Codebook vectors drawn from the residuals of real latents (as k-means init does), so that
-    different inputs get different codes. Unit-normal codebooks are far larger than a random
-    encoder's latents (~1e-3): every input then picked the same code and Moshi never heard the user.
-    """
-    import mlx.core as mx
-
-    n = 2 * cfg.quantizer_bins  # probe frames: speech-level noise and tones, 0.01-0.3
+def _probe(cfg: MimiConfig, rng: np.random.Generator) -> np.ndarray:
+    """Speech-level noise and tones (0.01-0.3), one frame each, to fit the codebooks on.
+    Unit-normal codebooks are far larger than a random encoder's latents (~1e-3): every input
+    then picked the same code and Moshi never heard the user."""
+    n = 2 * cfg.quantizer_bins
     t = np.arange(cfg.frame_size) / cfg.sample_rate
     amps = np.geomspace(0.01, 0.3, n)
     tones = np.sin(2 * np.pi * rng.uniform(80, 2000, (n, 1)) * t)
     frames = np.where(rng.random((n, 1)) < 0.5, tones, rng.standard_normal((n, cfg.frame_size)))
-    probe = (amps[:, None] * frames).astype(np.float32).reshape(1, 1, -1)
-    latent = np.asarray(mimi.encode_latent(probe), np.float32)[0]  # [T, D]
-    out = {}
-    for name, n_q in (("rvq_first", 1), ("rvq_rest", cfg.quantizer_n_q - 1)):
-        proj = np.asarray(getattr(mimi.quantizer, name).input_proj.weight, np.float32)[:, 0, :]
-        residual = latent @ proj.T  # [T, dim]
-        for i in range(n_q):
-            emb = residual[rng.choice(len(residual), cfg.quantizer_bins, replace=False)]
-            emb = emb + 1e-3 * emb.std() * rng.standard_normal(emb.shape)  # no duplicate codes
-            d = 0.5 * (emb * emb).sum(-1) - residual @ emb.T
-            residual = residual - emb[d.argmin(-1)]
-            out[f"quantizer.{name}.vq.layers.{i}.codebook.embedding_sum"] = mx.array(
-                emb.astype(np.float32))
-    return out
+    return (amps[:, None] * frames).astype(np.float32).reshape(1, 1, -1)
 
 
 def write_tiny_repo(out_dir: str | Path, quant: str = "bf16", seed: int = 0,

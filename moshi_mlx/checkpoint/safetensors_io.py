@@ -1,5 +1,8 @@
 """Memory-lean safetensors I/O: lazy reading, header-first streaming writing, sharding.
 
+The one writer of LM weights: `loading.save_lm` and `cli.py quantize` both go through
+`write_weights` (one file, or shards plus `model.safetensors.index.json`).
+
 Reading uses `mx.load`, which for safetensors is lazy in MLX: it returns arrays backed by a load
 primitive, so nothing is read until an array is evaluated, and then only that tensor. Shapes and
 dtypes are known up front without I/O.
@@ -23,12 +26,13 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from .layout import INDEX_FILE, known_lm_files, shard_name
+
 _DTYPES = {
     mx.bfloat16: "BF16", mx.float16: "F16", mx.float32: "F32", mx.uint32: "U32",
     mx.int32: "I32", mx.uint8: "U8", mx.int8: "I8", mx.int64: "I64", mx.uint16: "U16",
     mx.int16: "I16", mx.uint64: "U64", mx.bool_: "BOOL",
 }
-INDEX_NAME = "model.safetensors.index.json"
 # numpy has no bfloat16: such tensors are written through a uint16 view of the same bits.
 _VIEW_AS = {mx.bfloat16: mx.uint16}
 
@@ -114,3 +118,40 @@ def stream_save(
             if on_tensor is not None:
                 on_tensor(name, header[name]["data_offsets"][1] - header[name]["data_offsets"][0])
     return 8 + len(raw) + offset
+
+
+def write_weights(
+    out_dir: str | Path,
+    tensors: dict[str, mx.array],
+    filename: str,
+    order: list[str] | None = None,
+    max_shard_bytes: int | None = None,
+    metadata: dict[str, str] | None = None,
+    on_tensor: Callable[[str, int], None] | None = None,
+) -> list[Path]:
+    """Write LM weights into `out_dir`: `filename` if they fit in one shard, else
+    `model-0000i-of-0000N.safetensors` plus `model.safetensors.index.json`.
+
+    LM weight files already in `out_dir` (any family's names, shards, index) are removed first, so
+    the directory never holds two LM checkpoints (which the resolver would reject). `tensors` is
+    consumed as in `stream_save`. Returns the written files.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    order = list(tensors) if order is None else order
+    sizes = {n: nbytes(tensors[n]) for n in order}
+    shards = make_shards(order, sizes, max_shard_bytes)
+    stale = [out / n for n in (*known_lm_files(), INDEX_FILE)] + list(out.glob("model-*-of-*.safetensors"))
+    for f in stale:
+        f.unlink(missing_ok=True)
+    names = [filename] if len(shards) == 1 else [shard_name(i, len(shards)) for i in range(len(shards))]
+    files = []
+    for shard, name in zip(shards, names, strict=True):
+        stream_save(out / name, tensors, shard, metadata, on_tensor)
+        files.append(out / name)
+    if len(shards) > 1:
+        weight_map = {n: name for shard, name in zip(shards, names, strict=True) for n in shard}
+        (out / INDEX_FILE).write_text(json.dumps(
+            {"metadata": {"total_size": sum(sizes.values())},
+             "weight_map": dict(sorted(weight_map.items()))}, indent=2))
+    return files
