@@ -39,7 +39,8 @@ HUB_KEYS = (
 )
 
 
-# LM kwargs of Kyutai's STT/TTS/Hibiki checkpoints that this port does not implement, with the value
+# LM kwargs of Kyutai's TTS/Hibiki checkpoints that this port does not implement (STT is: dep_q = 0
+# and the extra heads), with the value
 # that makes them inert. A config carrying the inert value loads; any other value is refused clearly
 # instead of silently building a different network.
 INERT_LM_KEYS: dict[str, Any] = {
@@ -49,8 +50,6 @@ INERT_LM_KEYS: dict[str, Any] = {
     "depformer_low_rank_embeddings": None,
     "norm_emb": False,
     "bias_proj": False,
-    "extra_heads_num_heads": 0,
-    "extra_heads_dim": 6,
     "depformer_norm": None,
     "cross_attention": False,
     # In Kyutai's own config.json files (moshi_7b_202409.json, ...): PT's loader drops it, Kyutai's
@@ -101,6 +100,10 @@ class LmConfig:
     depformer_weights_per_step: bool = True
     depformer_weights_per_step_schedule: tuple[int, ...] | None = None
     delays: tuple[int, ...] = (0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1)
+    # Extra heads (Kyutai's STT checkpoints: semantic VAD): Linear(dim, extra_heads_dim) each,
+    # on the temporal transformer's output after out_norm (moshi_mlx.stt reads them).
+    extra_heads_num_heads: int = 0
+    extra_heads_dim: int = 6
     # Hub-level keys (see HUB_KEYS) and the mlx-lm style "quantization" block, kept verbatim.
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     quantization: dict[str, Any] | None = field(default=None, compare=False)
@@ -135,6 +138,8 @@ class LmConfig:
         )
         _check(all(d >= 0 for d in self.delays), "delays", "must be >= 0")
         _check(self.context is None or self.context > 0, "context", "must be > 0 or None")
+        _check(self.extra_heads_num_heads >= 0, "extra_heads_num_heads", "must be >= 0")
+        _check(self.extra_heads_dim > 0, "extra_heads_dim", "must be > 0")
         if self.dep_q > 0:
             _check(self.depformer_dim > 0, "depformer_dim", "must be > 0")
             _check(
@@ -225,12 +230,10 @@ class LmConfig:
             elif k in HUB_KEYS or k.startswith(("conditioners", "fuser")):
                 extra[k] = v
             elif k in INERT_LM_KEYS:
-                if v != INERT_LM_KEYS[k] and not (
-                    k == "extra_heads_dim" and d.get("extra_heads_num_heads", 0) == 0
-                ):
+                if v != INERT_LM_KEYS[k]:
                     raise ValueError(
-                        f"config key {k}={v!r} is not supported by moshi_mlx (it implements the "
-                        f"Moshi architecture; this looks like an STT/TTS/Hibiki checkpoint)"
+                        f"config key {k}={v!r} is not supported by moshi_mlx (it implements Moshi "
+                        f"and the STT models; this looks like a TTS/Hibiki checkpoint)"
                     )
             else:
                 unknown.append(k)
