@@ -1,6 +1,7 @@
 """Write a tiny random Moshi repository, in the layout of Kyutai's MLX repos, for tests and smoke runs.
 
     python -m moshi_mlx.testing.tiny_repo OUT_DIR [--quant bf16|q8|q4] [--seed N] [--full-mimi]
+    python -m moshi_mlx.testing.tiny_repo OUT_DIR --kind stt   # speech-to-text, see tiny_stt.py
 
 Files (same names, key formats and `config.json` form as the real repos, see TEAM.md):
 - `model.safetensors` / `model.q8.safetensors` / `model.q4.safetensors`: a random `Lm` (dim 64, 2
@@ -196,7 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-mimi", action="store_true",
                    help="real-size random Mimi (385 MB), so --mimi-backend rustymimi works too")
+    p.add_argument("--kind", choices=["moshi", "stt"], default="moshi",
+                   help="moshi (default) or stt: a speech-to-text model with VAD heads")
     a = p.parse_args(argv)
+    if a.kind == "stt":
+        from .tiny_stt import write_tiny_stt_repo
+
+        path = write_tiny_stt_repo(a.out_dir, a.quant, a.seed)
+        print(f"tiny {a.quant} STT model written to {path}: use --model-dir {path}")
+        return 0
     path = write_tiny_repo(a.out_dir, a.quant, a.seed, full_mimi=a.full_mimi)
     print(f"tiny {a.quant} Moshi written to {path}: use --model-dir {path}")
     return 0
