@@ -127,12 +127,13 @@ class VadTracker:
     _armed: bool = False
 
     def push(self, step: int, probs: Any, token: int) -> VadEvent | None:
+        # As Kyutai's tools: the head is read before this step's text re-arms the tracker.
+        ev = None
+        if len(probs) > self.head:
+            p = float(probs[self.head][0])
+            if self._armed and p > self.threshold:
+                self._armed = False
+                ev = VadEvent(max(0.0, (step + 1) / self.frame_rate - self.offset_s), p)
         if int(token) > PAD:
             self._armed = True  # speech since the last event: a new turn can end
-        if len(probs) <= self.head:
-            return None
-        p = float(probs[self.head][0])
-        if self._armed and p > self.threshold:
-            self._armed = False
-            return VadEvent(max(0.0, (step + 1) / self.frame_rate - self.offset_s), p)
-        return None
+        return ev
