@@ -105,6 +105,7 @@ def _add_transcribe_parser(sub) -> None:
     t.add_argument("--list-devices", action="store_true", help="list sound devices and exit")
     t.add_argument("--input-device", metavar="ID|NAME", help="microphone (index or name)")
     t.add_argument("--duration", type=float, metavar="SECONDS", help="live: stop after this long")
+    t.add_argument("--record", type=Path, metavar="FILE.wav", help="live: save what was heard")
     t.add_argument("--plain", action="store_true", help="plain text output even on a terminal")
     g = t.add_argument_group("model (default: kyutai/stt-1b-en_fr-candle)")
     g.add_argument("--model", metavar="NAME", help="stt-1b (English/French, VAD) or stt-2.6b")

@@ -97,12 +97,18 @@ def run_files(tr: Transcriber, inputs: Sequence[Path], outs: Outputs, batch_size
 
 
 def run_live(tr: Transcriber, device: str | None, duration: float | None, output: Path | None,
-             console: Any, settings: dict[str, Any]) -> Transcript:
+             console: Any, settings: dict[str, Any], record: Path | None = None) -> Transcript:
+    """Transcribe the microphone until `duration` or Ctrl+C; `record` saves what was heard
+    (24 kHz wav: transcribing it as a file gives the same words)."""
+    import numpy as np
+
+    from ..audio.wav import write_wav
     from .mic import Microphone
 
     result = Transcript("microphone")
     printer = TextPrinter(console)
     sess = tr.session(1)
+    heard: list[Any] = []
     t0 = time.perf_counter()
     try:
         with Microphone(device) as mic:
@@ -111,6 +117,8 @@ def run_live(tr: Transcriber, device: str | None, duration: float | None, output
                 frame = mic.read_frame(timeout=2.0)
                 if frame is None:
                     raise RuntimeError("the microphone delivers no audio")
+                if record is not None:
+                    heard.append(frame)
                 for ev in sess.feed(frame[None])[0]:
                     printer(ev)
                     result.add([ev])
@@ -125,6 +133,10 @@ def run_live(tr: Transcriber, device: str | None, duration: float | None, output
         result.steps, result.wall_s = sess.steps, time.perf_counter() - t0
         if output is not None:
             write_transcript(output, result, meta(tr, settings))
+        if record is not None:
+            write_wav(record, np.concatenate(heard) if heard else np.zeros(0, np.float32))
+        console.print(f"{result.duration:.1f} s transcribed, {len(result.words)} words, "
+                      f"{len(result.vad)} ends of turn", style="dim", markup=False)
     return result
 
 

@@ -45,8 +45,12 @@ def _check(a: argparse.Namespace) -> list[Path]:
         if dup:
             raise ValueError(f"inputs share the name {dup[0]!r}: their transcripts would "
                              "overwrite each other in --output-dir")
-    if inputs and a.input_device is not None:
-        raise ValueError("--input-device is for the live microphone (no --input)")
+    if inputs and (a.input_device is not None or a.record is not None):
+        flag = "--input-device" if a.input_device is not None else "--record"
+        raise ValueError(f"{flag} is for the live microphone (no --input)")
+    if a.record is not None:
+        if a.record.is_dir() or not a.record.resolve().parent.is_dir():
+            raise FileNotFoundError(f"--record {a.record}: not a writable file path")
     return inputs
 
 
@@ -72,7 +76,7 @@ def transcribe(a: argparse.Namespace) -> int:
         outs = Outputs(a.output, a.output_dir, a.format)
         run_files(tr, inputs, outs, a.batch_size, console, settings)
     else:
-        run_live(tr, a.input_device, a.duration, a.output, console, settings)
+        run_live(tr, a.input_device, a.duration, a.output, console, settings, a.record)
     return 0
 
 
