@@ -228,6 +228,12 @@ class LmConfig:
                     v = tuple(v)
                 kwargs[k] = v
             elif k in HUB_KEYS or k.startswith(("conditioners", "fuser")):
+                if k in ("conditioners", "fuser") and v:
+                    raise ValueError(
+                        f"config key {k!r} (speaker/text conditioning) is not supported by "
+                        "moshi_mlx (it implements Moshi and the STT models; this looks like a "
+                        "TTS/Hibiki checkpoint)"
+                    )
                 extra[k] = v
             elif k in INERT_LM_KEYS:
                 if v != INERT_LM_KEYS[k]:

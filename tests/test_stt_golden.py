@@ -123,3 +123,10 @@ def test_non_stt_models_are_refused_clearly():
         check_stt_model(LmConfig(n_q=2, dep_q=0, delays=(0, 1, 0)))
     with pytest.raises(ValueError, match="TTS/Hibiki"):
         LmConfig.from_dict({"dep_q": 0, "n_q": 4, "delays": [0] * 5, "demux_second_stream": True})
+    with pytest.raises(ValueError, match="'conditioners'.*TTS/Hibiki"):
+        LmConfig.from_dict({"conditioners": {"speaker_wavs": {"type": "tensor"}}})
+    # Kyutai's STT config fragments carry "fuser": null and the hub keys: accepted
+    cfg = LmConfig.from_dict({"dep_q": 0, "n_q": 4, "delays": [0] * 5, "fuser": None,
+                              "stt_config": {"audio_delay_seconds": 0.5}, "model_type": "stt",
+                              "extra_heads_num_heads": 4, "extra_heads_dim": 6})
+    assert cfg.extra_heads_num_heads == 4 and cfg.extra["stt_config"]["audio_delay_seconds"] == 0.5

@@ -24,8 +24,8 @@ from tests.test_cli import one_line_error, run_cli, speechlike, write_wav
 @pytest.fixture(scope="module")
 def wavs(tmp_path_factory):
     d = tmp_path_factory.mktemp("stt_wav")
-    a = speechlike(3.1, 24000, seed=1)
-    b = speechlike(1.7, 44100, seed=2)
+    a = speechlike(2.0, 24000, seed=1)
+    b = speechlike(1.2, 44100, seed=2)
     return (write_wav(d / "a.wav", a, 24000),
             write_wav(d / "b.wav", np.stack([b, 0.3 * b], 1).reshape(-1), 44100, channels=2), a)
 
@@ -61,7 +61,7 @@ def test_cli_json_contract_equals_the_api(capsys, tmp_path, tiny_stt_repo, tr, w
     assert len(data["words"]) >= 3
     times = [t for w in data["words"] for t in (w["start"], w["stop"])]
     assert times == sorted(times) and times[-1] <= data["duration_s"] + 1.0
-    assert data["duration_s"] == pytest.approx(1.7, abs=1e-3)
+    assert data["duration_s"] == pytest.approx(1.2, abs=1e-3)
     assert data["model"]["vad_heads"] == 4 and data["settings"]["temp"] == 0.0
     assert data["text"] == " ".join(w["text"] for w in data["words"])
     # the text was streamed to the terminal as it came: every word, in order
@@ -90,7 +90,7 @@ def test_batch_equals_each_file_alone(tr, wavs):
         assert [v.time for v in b.vad] == [v.time for v in s.vad]
         assert b.duration == s.duration
     # progress counts the audio frames of both files, nothing of the padding
-    assert sum(frames) == int(np.ceil(3.1 / 0.08)) + int(np.ceil(1.7 / 0.08))
+    assert sum(frames) == int(np.ceil(2.0 / 0.08)) + int(np.ceil(1.2 / 0.08))
 
 
 def test_cli_batch_writes_one_file_per_input(capsys, tmp_path, tiny_stt_repo, wavs):  # noqa: F811
