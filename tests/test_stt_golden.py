@@ -34,7 +34,7 @@ def golden(name: str):
 
 def run(lm, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SttGen over audio [B, n_q, T] -> tokens [B, T], logits [B, T, V], heads [B, H, T, D]."""
-    gen = SttGen(lm, audio.shape[0])
+    gen = SttGen(lm, audio.shape[0], keep_logits=True)
     outs = [gen.step(audio[:, :, t]) for t in range(audio.shape[-1])]
     return (np.stack([o.tokens for o in outs], 1), np.stack([o.text_logits for o in outs], 1),
             np.stack([o.extra_heads for o in outs], 2))

@@ -136,3 +136,24 @@ def test_cli_bad_inputs_and_a_moshi_model(capsys, tmp_path, tiny_stt_repo, tiny_
     assert "not a speech-to-text checkpoint" in one_line_error(rc, err)
     rc, _, err = run_cli(capsys, "transcribe", "--model", "stt-3b", "-i", good)
     assert "stt-1b" in one_line_error(rc, err)
+
+
+def test_tiny_repo_kind_stt_q4_and_quantize_at_load(tmp_path, tiny_stt_repo, tr, wavs):  # noqa: F811
+    from moshi_mlx.quant import quantized_modules
+    from moshi_mlx.testing.tiny_repo import main
+
+    assert main([str(tmp_path / "q4"), "--kind", "stt", "--quant", "q4"]) == 0
+    q4 = Transcriber.load(model_dir=tmp_path / "q4")
+    assert (tmp_path / "q4" / "model.q4.safetensors").is_file()
+    assert q4.info["precision"] == "q4" and q4.has_vad
+    assert quantized_modules(q4.lm)["extra_heads.2"] == {"group_size": 32, "bits": 4}
+    q8 = Transcriber.load(model_dir=tiny_stt_repo, quant="q8")
+    assert q8.info["precision"] == "q8"
+    assert quantized_modules(q8.lm)["transformer.layers.0.self_attn.in_proj"]["bits"] == 8
+    with pytest.raises(ValueError, match="already quantized"):
+        Transcriber.load(model_dir=tmp_path / "q4", quant="q8")
+    # q8 of the same weights hears the same audio the same way, mostly
+    ref, got = tr.transcribe_file(wavs[0]), q8.transcribe_file(wavs[0])
+    assert len(got.words) >= 2
+    same = sum(a.text == b.text for a, b in zip(ref.words, got.words, strict=False))
+    assert same >= len(ref.words) // 2

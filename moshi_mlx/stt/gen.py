@@ -25,12 +25,14 @@ from ..sampling import Sampler
 
 @dataclass
 class SttStep:
-    """What one step produced, as NumPy: `tokens` [B] int32, `text_logits` [B, text_card] float32,
-    `extra_heads` [B, n_heads, extra_heads_dim] float32 (n_heads = 0 without VAD heads)."""
+    """What one step produced, as NumPy: `tokens` [B] int32, `extra_heads` [B, n_heads,
+    extra_heads_dim] float32 (n_heads = 0 without VAD heads), and `text_logits` [B, text_card]
+    float32 when the generator was made with `keep_logits=True` (else None: copying them out
+    every step costs time a transcriber does not need)."""
 
     step: int
     tokens: np.ndarray
-    text_logits: np.ndarray
+    text_logits: np.ndarray | None
     extra_heads: np.ndarray
 
 
@@ -51,7 +53,7 @@ class SttGen:
     """
 
     def __init__(self, lm, batch_size: int = 1, sampler: Sampler | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, keep_logits: bool = False) -> None:
         check_stt_model(lm.cfg)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -60,6 +62,7 @@ class SttGen:
         self.sampler = sampler or Sampler(0.0)
         self.cache = lm.make_cache()
         self.offset = 0
+        self.keep_logits = keep_logits
         self._key = mx.random.key(seed) if seed is not None else None
         self._text = mx.full((batch_size,), lm.cfg.text_card, dtype=mx.int32)
 
@@ -83,8 +86,9 @@ class SttGen:
         logits = self.lm.text_logits(h)[:, 0].astype(mx.float32)
         text = self.sampler(logits, key=self._keys()).astype(mx.int32)
         heads = self.lm.extra_head_probs(h)[:, :, 0]
-        mx.eval(text, logits, heads)
+        mx.eval(text, heads, *((logits,) if self.keep_logits else ()))
         self._text = text
-        out = SttStep(self.offset, np.array(text), np.array(logits), np.array(heads))
+        out = SttStep(self.offset, np.array(text), np.array(logits) if self.keep_logits else None,
+                      np.array(heads))
         self.offset += 1
         return out
