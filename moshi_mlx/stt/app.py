@@ -17,7 +17,7 @@ from typing import Any
 from .outputs import write_transcript
 from .session import Piece
 from .transcriber import Transcriber, Transcript
-from .words import VadEvent, Word
+from .words import VadEvent
 
 END_OF_TURN = "[end of turn]"
 
@@ -52,7 +52,7 @@ class Outputs:
     output_dir: Path | None = None
     fmt: str = "json"
 
-    def path_for(self, input_path: Path, n_inputs: int) -> Path | None:
+    def path_for(self, input_path: Path) -> Path | None:
         if self.output is not None:
             return self.output
         if self.output_dir is not None:
@@ -88,7 +88,7 @@ def run_files(tr: Transcriber, inputs: Sequence[Path], outs: Outputs, batch_size
             results = tr.transcribe_files(inputs, batch_size=batch_size,
                                           on_progress=lambda n: bar.advance(task, n))
     for p, r in zip(inputs, results, strict=True):
-        dest = outs.path_for(p, len(inputs))
+        dest = outs.path_for(p)
         if dest is not None:
             write_transcript(dest, r, meta(tr, settings))
         if len(inputs) > 1:
@@ -140,4 +140,4 @@ def run_live(tr: Transcriber, device: str | None, duration: float | None, output
     return result
 
 
-__all__ = ["run_files", "run_live", "Outputs", "TextPrinter", "Word"]
+__all__ = ["run_files", "run_live", "Outputs", "TextPrinter"]

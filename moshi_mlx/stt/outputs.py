@@ -3,7 +3,8 @@
 `write_transcript(path, transcript, meta)` picks the format from the suffix (.txt, .json, .srt).
 - TXT: the words separated by spaces, a new line after each end of turn (VAD), final newline.
 - JSON: `{"input", "duration_s", "text", "words": [{"text", "start", "stop"}], "vad": [{"time",
-  "prob"}], "steps", "wall_s", "rtf", "model": {...}, "settings": {...}}`; times in seconds.
+  "prob"}], "steps", "wall_s", "rtf", "model": {...}, "settings": {...}}`; times in seconds
+  of the input audio; `wall_s` / `rtf` are those of the batch the file ran in.
 - SRT: cues of at most `MAX_CUE_WORDS` words and `MAX_CUE_SECONDS`, cut at ends of turn and at
   pauses longer than `PAUSE_SECONDS`.
 """

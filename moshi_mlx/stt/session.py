@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .gen import SttGen, SttStep
-from .words import FRAME_RATE, VadEvent, VadTracker, Word, WordTimer
+from .words import FRAME_RATE, VAD_HEAD, VadEvent, VadTracker, Word, WordTimer
 
 TAIL_SECONDS = 1.0  # silence after the delay's worth, as Kyutai's MLX and Rust tools add
 
@@ -86,7 +86,7 @@ class SttSession:
                                  offset_s=prefix_s + stt.audio_delay_seconds)
                        for _ in range(batch_size)]
         self.vads = [VadTracker(offset_s=prefix_s) for _ in range(batch_size)]
-        self.has_vad = len(lm.extra_heads) > VadTracker.head
+        self.has_vad = len(lm.extra_heads) > VAD_HEAD
         self.audio_frames = 0  # frames of real audio fed (prefix and suffix excluded)
         silence = np.zeros((batch_size, self.frame_size), np.float32)
         for _ in range(stt.prefix_frames):

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .session import Event, Piece, SttConfig, SttSession
-from .words import VadEvent, Word
+from .words import VAD_HEAD, VadEvent, Word
 
 STT_MODELS = {"stt-1b": "kyutai/stt-1b-en_fr-candle", "stt-2.6b": "kyutai/stt-2.6b-en-mlx"}
 QUANT_SPECS = {"q8": {"group_size": 64, "bits": 8}, "q4": {"group_size": 32, "bits": 4}}
@@ -41,7 +41,7 @@ class Transcript:
     vad: list[VadEvent] = field(default_factory=list)
     duration: float = 0.0  # seconds of input audio
     steps: int = 0  # model steps, padding included
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # wall time of the run (of the whole batch, for batched files)
 
     @property
     def text(self) -> str:
@@ -89,7 +89,7 @@ class Transcriber:
 
     @property
     def has_vad(self) -> bool:
-        return len(self.lm.extra_heads) > 2
+        return len(self.lm.extra_heads) > VAD_HEAD
 
     @classmethod
     def load(cls, model: str | None = None, *, quant: str | None = None,
