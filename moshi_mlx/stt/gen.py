@@ -16,6 +16,7 @@ A batch of B streams advances together (one `step` per 80 ms frame for all of th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -36,7 +37,7 @@ class SttStep:
     extra_heads: np.ndarray
 
 
-def check_stt_model(cfg) -> None:
+def check_stt_model(cfg: Any) -> None:
     """Raise ValueError unless `cfg` (an LmConfig) is a text-only STT LM that `SttGen` can run."""
     if cfg.dep_q != 0:
         raise ValueError(f"not a speech-to-text model: dep_q = {cfg.dep_q} (STT models have no "
@@ -52,7 +53,7 @@ class SttGen:
         out = gen.step(codes)      # codes int [B, >= n_q] (Mimi codes of one frame) -> SttStep
     """
 
-    def __init__(self, lm, batch_size: int = 1, sampler: Sampler | None = None,
+    def __init__(self, lm: Any, batch_size: int = 1, sampler: Sampler | None = None,
                  seed: int | None = None, keep_logits: bool = False) -> None:
         check_stt_model(lm.cfg)
         if batch_size < 1:
@@ -72,7 +73,7 @@ class SttGen:
         self._key, sub = mx.random.split(self._key)
         return sub
 
-    def step(self, codes) -> SttStep:
+    def step(self, codes: Any) -> SttStep:
         cfg = self.lm.cfg
         codes = mx.array(np.asarray(codes)).astype(mx.int32)
         if codes.ndim != 2 or codes.shape[0] != self.batch_size or codes.shape[1] < cfg.n_q:
