@@ -253,6 +253,8 @@ class LmConfig:
         for f in dataclasses.fields(self):
             if f.name in ("extra", "quantization"):
                 continue
+            if f.name.startswith("extra_heads_") and self.extra_heads_num_heads == 0:
+                continue  # Moshi's config.json stays as it was (Kyutai's omit them too)
             v = getattr(self, f.name)
             out[f.name] = list(v) if isinstance(v, tuple) else v
         out.update(self.extra)
