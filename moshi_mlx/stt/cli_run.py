@@ -66,6 +66,10 @@ def transcribe(a: argparse.Namespace) -> int:
         print(list_devices())
         return 0
     inputs = _check(a)
+    if not inputs:
+        from .mic import Microphone
+
+        Microphone(a.input_device).check()  # a bad device fails now, not after loading
     console = Console(force_terminal=False if a.plain else None, highlight=False)
     tr = Transcriber.load(a.model, quant=a.quant, hf_repo=a.hf_repo, model_dir=a.model_dir,
                           lm_weight=a.lm_weight, mimi_weight=a.mimi_weight, tokenizer=a.tokenizer,

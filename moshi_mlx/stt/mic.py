@@ -64,6 +64,10 @@ class Microphone:
         except Exception as e:
             raise AudioDeviceError(f"cannot use {name}: {e} (see --list-devices)") from None
 
+    def check(self) -> int:
+        """Fail early (before loading a model) if the device cannot be used; returns its rate."""
+        return self._pick_rate(_sounddevice())
+
     def _on_input(self, indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
         self._q.put_nowait(indata[:, 0].copy())
         if self._q.qsize() > self.max_lag_frames:
