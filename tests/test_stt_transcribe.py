@@ -157,3 +157,12 @@ def test_tiny_repo_kind_stt_q4_and_quantize_at_load(tmp_path, tiny_stt_repo, tr,
     assert len(got.words) >= 2
     same = sum(a.text == b.text for a, b in zip(ref.words, got.words, strict=False))
     assert same >= len(ref.words) // 2
+
+
+def test_offline_uncached_stt_model_says_what_to_download(capsys, tmp_path, monkeypatch, wavs):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc, _, err = run_cli(capsys, "transcribe", "--model", "stt-2.6b", "-i", wavs[0])
+    line = one_line_error(rc, err)
+    assert line.endswith("hf download kyutai/stt-2.6b-en-mlx") and "offline" in line
+    assert "tokenizer_spm_32k_3" not in line

@@ -64,7 +64,7 @@ class Transcript:
 
 def resolve_files(model: str | None = None, **kw: Any) -> Any:
     """`moshi_mlx.hub.resolve` with the STT names (`--model stt-1b` / `stt-2.6b`)."""
-    from ..hub import HubError, resolve
+    from ..hub import HubError, cache_dir, resolve
 
     if model is not None:
         if model not in STT_MODELS:
@@ -74,7 +74,17 @@ def resolve_files(model: str | None = None, **kw: Any) -> Any:
         kw["hf_repo"] = STT_MODELS[model]
     if kw.get("hf_repo") is None and kw.get("model_dir") is None and not kw.get("lm_weight"):
         kw["hf_repo"] = STT_MODELS["stt-1b"]
-    return resolve(**kw)
+    try:
+        return resolve(**kw)
+    except HubError as e:
+        repo = kw.get("hf_repo")
+        if repo in STT_MODELS.values() and "not in the local cache" in str(e):
+            # Without the repo's config.json the hub module lists Moshi's file names: the STT
+            # repos name theirs in config.json, so ask for the whole repo instead.
+            raise HubError(f"{str(e).split(':')[0]}: {repo} is not in the local cache "
+                           f"({cache_dir()}). Download it while online with: hf download "
+                           f"{repo}") from None
+        raise
 
 
 class Transcriber:
