@@ -4,6 +4,7 @@
     python cli.py run --input in.wav --output out.wav [--transcript t.json]  # file to file
     python cli.py bench [--frames N] [--schedule serial|pipelined]           # speed on this machine
     python cli.py speak "Some text." --model-dir DIR --output out.wav        # text to speech
+    python cli.py transcribe --input in.wav --output out.json [--model stt-1b]  # speech to text
     python cli.py quantize SRC OUT_DIR --recipe NAME                         # see quantize/
     python cli.py quantize-report OUT_DIR --reference SRC
 
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(b)
 
     _add_speak_parser(sub)
+    _add_transcribe_parser(sub)
+
     sub.add_parser("quantize", help="convert a checkpoint (see quantize-report)", add_help=False)
     sub.add_parser("quantize-report", help="quality report of quantized checkpoints",
                    add_help=False)
@@ -126,6 +129,43 @@ def cmd_speak(a: argparse.Namespace) -> int:
     from moshi_mlx.tts.cli import run_speak
 
     return run_speak(a)
+
+
+def _add_transcribe_parser(sub) -> None:
+    t = sub.add_parser("transcribe", help="speech to text (Kyutai STT), from files or the microphone")
+    t.add_argument("--input", "-i", type=Path, action="append", metavar="FILE",
+                   help="wav file (any rate, mono or stereo); repeat for several; none = microphone")
+    t.add_argument("--output", "-o", type=Path, metavar="FILE", help="transcript .txt, .json or .srt")
+    t.add_argument("--output-dir", type=Path, metavar="DIR",
+                   help="with several inputs: one transcript per input, named after it")
+    t.add_argument("--format", choices=["json", "txt", "srt"], default="json",
+                   help="format of the --output-dir files (default json)")
+    t.add_argument("--batch-size", type=int, default=4, help="files transcribed together (4)")
+    t.add_argument("--list-devices", action="store_true", help="list sound devices and exit")
+    t.add_argument("--input-device", metavar="ID|NAME", help="microphone (index or name)")
+    t.add_argument("--duration", type=float, metavar="SECONDS", help="live: stop after this long")
+    t.add_argument("--record", type=Path, metavar="FILE.wav", help="live: save what was heard")
+    t.add_argument("--plain", action="store_true", help="plain text output even on a terminal")
+    g = t.add_argument_group("model (default: kyutai/stt-1b-en_fr-candle)")
+    g.add_argument("--model", metavar="NAME", help="stt-1b (English/French, VAD) or stt-2.6b")
+    g.add_argument("--quant", choices=["bf16", "q8", "q4"], help="quantize at load (default: as stored)")
+    g.add_argument("--hf-repo", metavar="REPO", help="Hugging Face repo in Kyutai's STT layout")
+    g.add_argument("--model-dir", metavar="DIR", help="local directory in the same layout")
+    g.add_argument("--lm-weight", metavar="FILE", help="LM checkpoint file (overrides the source's)")
+    g.add_argument("--mimi-weight", metavar="FILE", help="Mimi checkpoint file")
+    g.add_argument("--tokenizer", metavar="FILE", help="sentencepiece text tokenizer (.model)")
+    g.add_argument("--mimi-backend", choices=["mlx", "rustymimi"], default="mlx",
+                   help="Mimi implementation: ours in MLX (default) or Kyutai's Rust rustymimi")
+    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="LM compute dtype; auto = stored bf16 on a Mac, float32 elsewhere")
+    g.add_argument("--temp", type=float, default=0.0, help="text temperature (0 = greedy, default)")
+    g.add_argument("--seed", type=int, default=299792458, help="random seed (with --temp > 0)")
+
+
+def cmd_transcribe(a: argparse.Namespace) -> int:
+    from moshi_mlx.stt.cli_run import transcribe
+
+    return transcribe(a)
 
 
 def _files(a: argparse.Namespace):
@@ -242,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     # huggingface_hub prints its own warnings (download retries): don't print each one twice.
     logging.getLogger("huggingface_hub").propagate = a.debug
-    cmds = {"chat": cmd_chat, "run": cmd_run, "bench": cmd_bench, "speak": cmd_speak}
+    cmds = {"chat": cmd_chat, "run": cmd_run, "bench": cmd_bench, "speak": cmd_speak,
+            "transcribe": cmd_transcribe}
     return _guarded(lambda: cmds[a.command](a), a.debug)
 
 

@@ -39,15 +39,14 @@ HUB_KEYS = (
 )
 
 
-# LM kwargs of Kyutai's STT/TTS/Hibiki checkpoints that this port does not implement, with the value
-# that makes them inert. A config carrying the inert value loads; any other value is refused clearly
+# LM kwargs of Kyutai's checkpoints that this port does not implement (Moshi, STT and tts-1.6b are
+# implemented: dep_q = 0, extra heads, demux, low-rank embeddings, conditioners, cross-attention),
+# with the value that makes them inert. A config carrying the inert value loads; any other value is refused clearly
 # instead of silently building a different network.
 INERT_LM_KEYS: dict[str, Any] = {
     "text_card_out": None,
     "norm_emb": False,
     "bias_proj": False,
-    "extra_heads_num_heads": 0,
-    "extra_heads_dim": 6,
     "depformer_norm": None,
     # In Kyutai's own config.json files (moshi_7b_202409.json, ...): PT's loader drops it, Kyutai's
     # MLX reads it; the depformer is causal either way (one position per codebook, in order).
@@ -105,6 +104,10 @@ class LmConfig:
     demux_second_stream: bool = False  # PT's loader also accepts `demux_second_text_stream`
     depformer_low_rank_embeddings: int | None = None
     cross_attention: bool = False
+    # Extra heads (Kyutai's STT checkpoints: semantic VAD): Linear(dim, extra_heads_dim) each,
+    # on the temporal transformer's output after out_norm (moshi_mlx.stt reads them).
+    extra_heads_num_heads: int = 0
+    extra_heads_dim: int = 6
     # Hub-level keys (see HUB_KEYS) and the mlx-lm style "quantization" block, kept verbatim.
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     quantization: dict[str, Any] | None = field(default=None, compare=False)
@@ -139,6 +142,8 @@ class LmConfig:
         )
         _check(all(d >= 0 for d in self.delays), "delays", "must be >= 0")
         _check(self.context is None or self.context > 0, "context", "must be > 0 or None")
+        _check(self.extra_heads_num_heads >= 0, "extra_heads_num_heads", "must be >= 0")
+        _check(self.extra_heads_dim > 0, "extra_heads_dim", "must be > 0")
         if self.dep_q > 0:
             _check(self.depformer_dim > 0, "depformer_dim", "must be > 0")
             _check(
@@ -231,14 +236,13 @@ class LmConfig:
                     v = tuple(v)
                 kwargs[k] = v
             elif k in HUB_KEYS or k.startswith(("conditioners", "fuser")):
-                extra[k] = v
+                extra[k] = v  # conditioners/fuser: read by models/conditioning.py (TTS)
             elif k in INERT_LM_KEYS:
-                if v != INERT_LM_KEYS[k] and not (
-                    k == "extra_heads_dim" and d.get("extra_heads_num_heads", 0) == 0
-                ):
+                if v != INERT_LM_KEYS[k]:
                     raise ValueError(
-                        f"config key {k}={v!r} is not supported by moshi_mlx (it implements the "
-                        f"Moshi architecture; this looks like an STT/TTS/Hibiki checkpoint)"
+                        f"config key {k}={v!r} is not supported by moshi_mlx (it implements Moshi, "
+                        f"the STT models and tts-1.6b; this looks like another checkpoint, e.g. "
+                        f"Hibiki)"
                     )
             else:
                 unknown.append(k)
@@ -252,6 +256,8 @@ class LmConfig:
         for f in dataclasses.fields(self):
             if f.name in ("extra", "quantization"):
                 continue
+            if f.name.startswith("extra_heads_") and self.extra_heads_num_heads == 0:
+                continue  # Moshi's config.json stays as it was (Kyutai's omit them too)
             v = getattr(self, f.name)
             if f.name in _TTS_FIELDS and v == f.default:
                 continue

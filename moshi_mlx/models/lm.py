@@ -20,6 +20,7 @@ Step API (the streaming engine codes against it; B = batch, D = dim):
     x = lm.embed(tokens)                    # tokens [B, 1+n_q, T] delayed-layout input ids -> [B, T, D]
     h = lm.temporal(x, cache)               # [B, T, D], after out_norm; positions continue cache
     logits = lm.text_logits(h)              # [B, T, text_card]
+    probs = lm.extra_head_probs(h)          # [B, n_extra_heads, T, extra_heads_dim] (STT VAD)
     audio = lm.sample_depformer(h[:, -1], text_ids, sample)   # [B, dep_q] int32
         sample(logits [B, card], k) -> ids [B], e.g. `lambda l, k: sampler(l, key=keys[k])`
     # or step by step:
@@ -74,6 +75,11 @@ class Lm(nn.Module):
         provider = make_condition_provider(cfg)
         if provider is not None:
             self.condition_provider = provider
+        # STT checkpoints: `extra_heads.{i}` (VAD), PT and Kyutai MLX use the same names.
+        self.extra_heads = [
+            Linear(cfg.dim, cfg.extra_heads_dim, bias=False)
+            for _ in range(cfg.extra_heads_num_heads)
+        ]
 
     def update(self, parameters: dict, strict: bool = True) -> Lm:
         """`nn.Module.update` (also behind `load_weights`, `set_dtype`); drops the CPU compute
@@ -118,6 +124,14 @@ class Lm(nn.Module):
 
     def text_logits(self, h: mx.array) -> mx.array:
         return self.text_linear(h)
+
+    def extra_head_probs(self, h: mx.array) -> mx.array:
+        """Softmax of every extra head on h [B, T, D] -> [B, n_heads, T, extra_heads_dim] float32
+        (PT `LMGen.step_with_extra_heads`); n_heads = 0 for checkpoints without them."""
+        if not self.extra_heads:
+            return mx.zeros((h.shape[0], 0, h.shape[1], self.cfg.extra_heads_dim), mx.float32)
+        return mx.stack([mx.softmax(head(h).astype(mx.float32), axis=-1)
+                         for head in self.extra_heads], axis=1)
 
     def depformer_step(self, k: int, h: mx.array, prev: mx.array, cache: list) -> mx.array:
         """Logits [B, T, card] of codebook k; prev = text ids (k = 0) or audio k-1 ids, [B, T]."""

@@ -37,3 +37,11 @@ def tiny_repo_full_mimi(tmp_path_factory) -> Path:
     """Tiny LM (2048 audio bins) with a real-size random Mimi: both Mimi backends can load it."""
     return write_tiny_repo(tmp_path_factory.mktemp("tiny_full_mimi"), "bf16", seed=0,
                            full_mimi=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_stt_repo(tmp_path_factory) -> Path:
+    """A tiny random speech-to-text repo with VAD heads (`moshi_mlx.testing.tiny_stt`)."""
+    from .tiny_stt import write_tiny_stt_repo
+
+    return write_tiny_stt_repo(tmp_path_factory.mktemp("tiny_stt"), "bf16", seed=0)

@@ -2,6 +2,7 @@
 
     python -m moshi_mlx.testing.tiny_repo OUT_DIR [--quant bf16|q8|q4] [--seed N] [--full-mimi]
     python -m moshi_mlx.testing.tiny_repo OUT_DIR --kind tts [--seed N]   # see tiny_tts.py
+    python -m moshi_mlx.testing.tiny_repo OUT_DIR --kind stt   # speech-to-text, see tiny_stt.py
 
 Files (same names, key formats and `config.json` form as the real repos, see TEAM.md):
 - `model.safetensors` / `model.q8.safetensors` / `model.q4.safetensors`: a random `Lm` (dim 64, 2
@@ -181,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m moshi_mlx.testing.tiny_repo",
                                 description="Write a tiny random Moshi repo (tests, smoke runs).")
     p.add_argument("out_dir")
-    p.add_argument("--kind", choices=["moshi", "tts"], default="moshi",
-                   help="tts: a tiny text-to-speech model with a voice (moshi_mlx.testing.tiny_tts)")
+    p.add_argument("--kind", choices=["moshi", "stt", "tts"], default="moshi",
+                   help="moshi (default); stt: a speech-to-text model with VAD heads "
+                        "(moshi_mlx.testing.tiny_stt); tts: a text-to-speech model with a voice "
+                        "(moshi_mlx.testing.tiny_tts)")
     p.add_argument("--quant", choices=list(LM_FILES), default="bf16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-mimi", action="store_true",
@@ -193,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
 
         path = write_tiny_tts_repo(a.out_dir, a.seed)
         print(f"tiny TTS model written to {path}: use --model-dir {path}")
+        return 0
+    if a.kind == "stt":
+        from .tiny_stt import write_tiny_stt_repo
+
+        path = write_tiny_stt_repo(a.out_dir, a.quant, a.seed)
+        print(f"tiny {a.quant} STT model written to {path}: use --model-dir {path}")
         return 0
     path = write_tiny_repo(a.out_dir, a.quant, a.seed, full_mimi=a.full_mimi)
     print(f"tiny {a.quant} Moshi written to {path}: use --model-dir {path}")

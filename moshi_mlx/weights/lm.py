@@ -15,6 +15,8 @@ moshi's names; `map_lm_torch` translates them (reference.md section 4.1):
   i = `cfg.depformer_weight_index(k)` (schedule aware; 0 when weights are not per step), and for
   `depformer_in` i = schedule[k] / k with `depformer_multi_linear`, 0 without.
 
+- dep_q = 0 (STT): PT's unused `depformer_in.*` is dropped; `extra_heads.{i}.weight` keeps its name.
+
 Keys the map does not consume are passed through under their own name, so a strict load lists
 them as unexpected; a source key that is absent leaves its target absent (listed as missing).
 Works on any array type with numpy-style indexing (mx.array, np.ndarray).
@@ -172,5 +174,10 @@ def map_lm_torch(weights: Weights, cfg: LmConfig) -> Weights:
         for L in range(cfg.depformer_num_layers):
             out.update(_layer(src, f"depformer.layers.{L}", f"{s}.transformer.layers.{L}",
                               mult, idx, cfg.depformer_weights_per_step))
+    if cfg.dep_q == 0:
+        # PT builds one `depformer_in` Linear even without a depformer (depformer_multi_linear
+        # False, e.g. STT checkpoints); nothing reads it.
+        for k in [k for k in weights if k.startswith("depformer_in.")]:
+            src.get(k)
     out.update(src.unused())
     return out
