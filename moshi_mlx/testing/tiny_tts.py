@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint.layout import MIMI_FILE, TOKENIZER_FILE
 from ..config import LmConfig
-from ..hub import MIMI_FILE, TOKENIZER_FILE
 
 log = logging.getLogger(__name__)
 
