@@ -125,7 +125,7 @@ OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
 
 def _env(args: argparse.Namespace) -> dict:
     """Worker environment: with --blas openblas both sides' MLX calls Debian's OpenBLAS for float32
-    matmuls (LD_PRELOAD; what our cli does via moshi_mlx.codec.prefer_system_blas)."""
+    matmuls (LD_PRELOAD; what our cli does via moshi_mlx.compute.prefer_system_blas)."""
     env = dict(os.environ)
     if args.blas == "openblas":
         env["LD_PRELOAD"] = OPENBLAS

@@ -14,7 +14,7 @@ Asserts nothing. Machine noise is large on shared CPUs: compare rows of one run 
 Linux note: the `mlx[cpu]` wheel links the netlib *reference* BLAS, and every float32 matmul (all of
 Mimi's convolutions and linears, see nn/conv.py) goes through it at 1-3 GFLOP/s single-threaded.
 When Debian's OpenBLAS is installed (`apt-get install libopenblas0-pthread`), a child process repeats
-the ours/rustymimi blocks after `moshi_mlx.codec.prefer_system_blas()` (called before MLX is
+the ours/rustymimi blocks after `moshi_mlx.compute.prefer_system_blas()` (called before MLX is
 imported; same effect as `LD_PRELOAD=.../openblas-pthread/libblas.so.3`), so MLX calls OpenBLAS
 instead (rustymimi has its own GEMM; its row there is the control). On macOS MLX uses
 Accelerate (and Metal), so none of this applies there.
@@ -110,7 +110,7 @@ def bench_in_process(path: Path, pcm: np.ndarray, args: argparse.Namespace) -> d
 
 def bench_openblas(path: Path, args: argparse.Namespace) -> dict | None:
     """The same, in a child process where MLX uses the system OpenBLAS (`prefer_system_blas`)."""
-    from moshi_mlx.codec import OPENBLAS_CANDIDATES
+    from moshi_mlx.compute import OPENBLAS_CANDIDATES
 
     if not any(Path(c).exists() for c in OPENBLAS_CANDIDATES):
         print("(skipping ours + OpenBLAS: libopenblas0-pthread not installed)", file=sys.stderr)
@@ -162,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", help="use this released-layout file instead of a random one")
     ap.add_argument("--json", help="also write the raw timings here")
     ap.add_argument("--system-blas", action="store_true",
-                    help="call moshi_mlx.codec.prefer_system_blas() before importing MLX")
+                    help="call moshi_mlx.compute.prefer_system_blas() before importing MLX")
     args = ap.parse_args(argv)
     if args.system_blas:
-        from moshi_mlx.codec import prefer_system_blas
+        from moshi_mlx.compute import prefer_system_blas
 
         if prefer_system_blas() is None:
             print("no system BLAS loaded", file=sys.stderr)

@@ -11,6 +11,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from moshi_mlx import load_lm
+from moshi_mlx.compute import apply_policy, decide_policy
 from moshi_mlx.config import LmConfig
 from moshi_mlx.loading import save_lm
 from moshi_mlx.models.lm import Lm
@@ -91,6 +92,7 @@ def test_quantization_detected_from_tensors(bits, group_size, tmp_path):
     lm = random_lm(cfg, 11)
     lm.set_dtype(mx.bfloat16)  # as Kyutai's files: bf16 model, then quantized
     quantize_lm(lm, {"group_size": group_size, "bits": bits})
+    apply_policy(lm, decide_policy("stored"))  # what the loader does: the same kernel inputs
     # A file name with no hint and a config with no "quantization" block.
     mx.save_safetensors(str(tmp_path / "weights.safetensors"), dict(tree_flatten(lm.parameters())))
     loaded = load_lm(tmp_path / "weights.safetensors", config=kwargs, dtype="stored")

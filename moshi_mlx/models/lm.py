@@ -28,11 +28,10 @@ Step API (the streaming engine codes against it; B = batch, D = dim):
     # teacher forcing:
     lm.depformer_logits(h, inputs)          # inputs [B, dep_q, T]: row 0 text, row k audio k-1
 
-`lm.act_dtype` (None, or an mx dtype set by the loader) is the activation dtype: embeddings are
-cast to it, so float32 activations with bf16 or quantized weights are possible (the fast recipe on
-MLX's CPU, chosen by `load_lm(dtype=None)`; see `moshi_mlx.loading`). Linear layers are
-`moshi_mlx.nn.cpu_linear.Linear`, which may hold a float32 compute copy outside the parameters;
-`Lm.update` (hence `load_weights`) drops such copies.
+`lm.act_dtype` (None, or an mx dtype set by the compute policy, `moshi_mlx.compute`) is the
+activation dtype: embeddings are cast to it, so float32 activations with quantized weights are
+possible (the fast recipe on MLX's CPU, chosen by `load_lm(dtype=None)`). The model holds no state
+beside its parameters: how they are stored (dtype, memory layout) is decided at load time.
 """
 
 from __future__ import annotations
@@ -42,8 +41,8 @@ import mlx.nn as nn
 
 from ..config import LmConfig
 from ..delays import delay_codes, initial_tokens, undelay
-from ..nn.cpu_linear import Linear, drop_compute_copies
 from ..nn.embedding import ScaledEmbedding
+from ..nn.linear import Linear
 from ..nn.transformer import Transformer, make_norm
 from .depformer import Depformer, StepSampler
 from .helium import embed_streams, run_temporal, temporal_config
@@ -60,12 +59,6 @@ class Lm(nn.Module):
         self.out_norm = make_norm(cfg.norm, cfg.dim)
         self.text_linear = Linear(cfg.dim, cfg.text_card, bias=False)
         self.depformer = Depformer(cfg)
-
-    def update(self, parameters: dict, strict: bool = True) -> Lm:
-        """`nn.Module.update` (also behind `load_weights`, `set_dtype`); drops the CPU compute
-        copies of Linear weights (`moshi_mlx.nn.cpu_linear`) so they never go stale."""
-        drop_compute_copies(self)
-        return super().update(parameters, strict=strict)
 
     # Sizes -----------------------------------------------------------------------------------
     @property

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from .cpu_linear import Linear
 from .kv_cache import Cache, attention_mask, make_kv_caches
+from .linear import Linear
 
 NORMS = ("rms_norm_f32", "rms_norm", "layer_norm", "layer_norm_f32")
 GATINGS = ("silu", "gelu", "none")
