@@ -6,7 +6,8 @@ All run in the same invocation on the same random full-size checkpoint (real Mim
 PyTorch layout, written to a temporary file). Per frame: `encode_step` of 1920 samples, then
 `decode_step` of the codes just produced (batch 1, float32). Ours and rustymimi run in interleaved
 blocks of frames (both sample the same background load; see `_blocks`). Kyutai's `moshi_mlx` runs in its
-own environment (`/work/kyenv/bin/python` by default; it pins an older MLX) through a subprocess.
+own environment (`--kyutai-python` or `$KYUTAI_PYTHON`, see `docs/environments.md`; it pins an older
+MLX) through a subprocess, skipped without one.
 The last lines give each backend's streaming codes' agreement with ours.
 Prints p50 / p95 milliseconds per frame and the real-time factor (p50 / 80 ms; < 1 keeps up).
 Asserts nothing. Machine noise is large on shared CPUs: compare rows of one run only.
@@ -157,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--block", type=int, default=10, help="frames per backend turn")
     ap.add_argument("--codebooks", type=int, default=8)
-    ap.add_argument("--kyutai-python", default="/work/kyenv/bin/python")
+    ap.add_argument("--kyutai-python", default=os.environ.get("KYUTAI_PYTHON"),
+                    help="interpreter of Kyutai's moshi_mlx env (default: $KYUTAI_PYTHON)")
     ap.add_argument("--only", nargs="*", default=["ours", "openblas", "rustymimi", "kyutai"])
     ap.add_argument("--checkpoint", help="use this released-layout file instead of a random one")
     ap.add_argument("--json", help="also write the raw timings here")

@@ -36,7 +36,7 @@ QUANTS = tuple(LM_FILES)
 DEFAULT_NAME, DEFAULT_QUANT = "moshiko", "q4"
 DEFAULT_REPO = f"kyutai/{DEFAULT_NAME}-mlx-{DEFAULT_QUANT}"
 
-# Approximate sizes from the Hugging Face listings (reference.md section 5), for the offline message.
+# Approximate sizes from the Hugging Face listings (docs/checkpoints.md), for the offline message.
 FILE_SIZES = {
     "model.safetensors": 15.4e9,
     "model.q8.safetensors": 8.17e9,

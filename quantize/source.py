@@ -1,6 +1,6 @@
 """Find a conversion source: a Hugging Face repo id, a model directory, or a single weight file.
 
-Accepted layouts (reference.md section 5):
+Accepted layouts (Kyutai's repos: `docs/checkpoints.md`):
 - a directory with `config.json` (Kyutai's lm_kwargs form; `moshi_name` names the LM file) and the LM
   weights as one file or as mlx-lm shards with `model.safetensors.index.json`;
 - a Kyutai MLX / PyTorch repo directory without `config.json` (`model.safetensors`,

@@ -175,7 +175,8 @@ def test_text_only_model_without_depformer():
 
 
 def test_step_inputs_follow_kyutai_mlx_convention(lm):
-    """The exact temporal input ids of the first steps (reference.md section 3, MLX `LmGen`):
+    """The exact temporal input ids of the first steps (`moshi_mlx.engine`'s docstring,
+    Kyutai's MLX `LmGen`):
     initial tokens text_card / card until the delays allow, then text of step s-1, Moshi's codes
     as sampled at step s-1 (delayed layout), user stream k = frame s-1-d_k."""
     cfg = lm.cfg

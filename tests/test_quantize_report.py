@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from quantize.report import kl_divergence, markdown, top1_agreement, valid_posit
 
 from .test_quantize_helpers import KY_CFG, convert, make_source, tiny_repo  # noqa: F401
 
-KYENV = Path("/work/kyenv/bin/python")
+KYUTAI_PYTHON = os.environ.get("KYUTAI_PYTHON")  # Kyutai's moshi_mlx env, docs/environments.md
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -93,14 +94,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert (src / "model.safetensors").is_file()
 
 
-@pytest.mark.skipif(not KYENV.exists(), reason="Kyutai's moshi_mlx env (/work/kyenv) not present")
+@pytest.mark.skipif(not KYUTAI_PYTHON, reason="KYUTAI_PYTHON (Kyutai's moshi_mlx env) not set")
 @pytest.mark.parametrize("recipe", ["q4", "q8", "bf16"])
 def test_plain_outputs_load_in_kyutai_moshi_mlx(tmp_path, recipe):
     """Kyutai's own Lm + nn.quantize + load_weights(strict=True) loads our file, and its first
     text logits equal ours (same weights, float32 compute on both sides)."""
     src = make_source(tmp_path / "src", KY_CFG)
     out = convert(src, tmp_path / recipe, recipe)
-    res = subprocess.run([str(KYENV), str(ROOT / "quantize" / "kyutai_check.py"), str(out),
+    res = subprocess.run([KYUTAI_PYTHON, str(ROOT / "quantize" / "kyutai_check.py"), str(out),
                           "--float32"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
