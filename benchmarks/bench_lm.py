@@ -60,7 +60,7 @@ def worker(args: argparse.Namespace) -> int:
 
     from moshi_mlx import load_lm
     from moshi_mlx.engine import LmGen
-    from moshi_mlx.sampling import Sampler
+    from moshi_mlx.sampling import DEFAULT_AUDIO, DEFAULT_TEXT, Sampler
 
     cfg = json.loads(Path(args.config).read_text())
     if QUANTS[args.quant] is not None:
@@ -80,7 +80,7 @@ def worker(args: argparse.Namespace) -> int:
     if args.greedy:
         ts, aus = Sampler(0.0), Sampler(0.0)
     else:
-        ts, aus = Sampler(0.7, top_k=25), Sampler(0.8, top_k=250)
+        ts, aus = DEFAULT_TEXT, DEFAULT_AUDIO
     gen = LmGen(lm, text_sampler=ts, audio_sampler=aus, batch_size=1, seed=args.seed)
     if args.prefill:  # deep-context timing: the next steps attend over `prefill` positions
         dt = mx.bfloat16 if args.act.startswith("bf16") else mx.float32

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         text_sampler = utils.Sampler(temp=0.0)
         audio_sampler = utils.Sampler(temp=0.0)
     else:  # the same settings as our DEFAULT_TEXT / DEFAULT_AUDIO and their run_inference.py
+        # Our moshi_mlx.sampling.DEFAULT_TEXT / DEFAULT_AUDIO: this env cannot import our package.
         text_sampler = utils.Sampler(temp=0.7, top_k=25)
         audio_sampler = utils.Sampler(temp=0.8, top_k=250)
     n_total = args.warmup + args.frames

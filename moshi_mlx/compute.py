@@ -8,7 +8,8 @@ parameters themselves, so there is no state beside them that could go stale:
   LM's activations follow (`Lm.act_dtype`). Quantized weights stay packed as stored.
 - matmul layout: on Linux the `mlx[cpu]` wheel computes float32 matmuls with the netlib
   reference BLAS, which multiplies by a transposed operand (`x @ W.T`, how `nn.Linear` and our
-  convolutions read their checkpoint-shaped weights) about 2x slower than by a contiguous one.
+  convolutions read their checkpoint-shaped weights) markedly slower than by a contiguous one
+  (`benchmarks/results/lm.md`, `benchmarks/bench_mimi.py`).
   There, every float32 matmul weight is stored as the contiguous matrix its product reads, seen
   through a strided view with the checkpoint's shape (`matmul_layout`). Same names, shapes and
   values, so saving, quantizing and strict loading work as before; weights loaded later simply
@@ -54,7 +55,8 @@ DTYPE_CHOICES = (None, "auto", "stored", *DTYPE_NAMES)
 # "auto" computes in float32 on the CPU only if the float32 model fits in this share of the RAM.
 AUTO_RAM_FRACTION = 0.5
 
-_system_blas: str | None = None
+_system_blas: str | None = None  # what `prefer_system_blas` loaded
+_warned = False
 
 
 # BLAS ------------------------------------------------------------------------------------------
@@ -101,8 +103,6 @@ def warn_if_reference_blas() -> None:
                     "BLAS (float32 matmuls, e.g. Mimi, several times slower): import moshi_mlx "
                     "first or run with LD_PRELOAD=%s", found[0])
 
-
-_warned = False
 
 
 # Policy ----------------------------------------------------------------------------------------
@@ -162,8 +162,8 @@ def decide_policy(dtype: str | None, model: nn.Module | None = None,
     """The policy for `load_lm(dtype=...)` (Mimi: "stored", its weights are float32).
 
     "auto" / None: on the CPU float32 (bf16 activations are slower there; MLX's CPU kernels are
-    float32 ones) when the float32 model fits in `AUTO_RAM_FRACTION` of the RAM, else "stored";
-    on Metal "stored" (bf16 is its fast path).
+    float32 ones) when the float32 model fits in `AUTO_RAM_FRACTION` of the RAM, else (or
+    without a `model` to measure) "stored"; on Metal "stored" (bf16 is its fast path).
     """
     import mlx.core as mx
 
@@ -231,9 +231,11 @@ def matmul_layout(module: nn.Module, w: mx.array) -> mx.array:
     import mlx.core as mx
     import mlx.nn as nn
 
+    from .nn.conv import Conv1d, ConvTranspose1d
+
     if isinstance(module, nn.Linear):  # y = x @ W.T
         to_matrix, from_matrix = (lambda a: a.T), (lambda a: a.T)
-    elif hasattr(module, "matmul_view"):  # streaming convolutions (`moshi_mlx.nn.conv`)
+    elif isinstance(module, (Conv1d, ConvTranspose1d)):  # the streaming convolutions' weights
         to_matrix, from_matrix = module.matmul_view, module.from_matmul_view
     else:
         return w
@@ -258,8 +260,8 @@ def is_contiguous(a: mx.array) -> bool:
 
 def dequantize_linears(model: nn.Module) -> int:
     """Opt-in: every `QuantizedLinear` becomes a float32 `Linear` with its exact dequantized weight
-    (in the CPU matmul layout). MLX's CPU quantized matmul is about 2x slower than a float32
-    one; the price is 4 bytes per weight (4x a q8, 8x a q4 model). Returns how many."""
+    (in the CPU matmul layout). MLX's CPU quantized matmul is slower than a float32 one; the
+    price is 4 bytes per weight (4 times a q8 model, 8 times a q4 one). Returns how many."""
     import mlx.core as mx
     from mlx.utils import tree_unflatten
 

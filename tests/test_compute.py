@@ -171,3 +171,16 @@ def test_prefer_system_blas_is_a_no_op_once_mlx_is_imported(monkeypatch):
     assert compute.prefer_system_blas() is None
     monkeypatch.setenv("MOSHI_MLX_BLAS", "reference")
     assert compute.prefer_system_blas() is None
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="the layout is for Linux's reference BLAS")
+def test_loaded_mimi_multiplies_by_contiguous_matrices(tiny_repo):
+    from moshi_mlx.codec import load_mimi
+    from moshi_mlx.nn.conv import Conv1d, ConvTranspose1d
+
+    model = load_mimi(tiny_repo).model
+    convs = [m for _, m in model.named_modules() if isinstance(m, (Conv1d, ConvTranspose1d))]
+    linears = [m for _, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert len(convs) > 10 and len(linears) > 4
+    assert all(is_contiguous(m.matmul_view(m.weight)) for m in convs)
+    assert all(is_contiguous(m.weight.T) for m in linears)

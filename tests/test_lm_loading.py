@@ -17,8 +17,7 @@ from moshi_mlx.loading import save_lm
 from moshi_mlx.models.lm import Lm
 from moshi_mlx.quant import detect_quantization, quantize_lm, quantized_modules
 from moshi_mlx.weights.lm import detect_format, map_lm_torch
-from tests.conftest import GOLDEN, tiny_lm_kwargs
-from tests.test_lm_api import random_lm
+from tests.helpers import GOLDEN, random_lm, tiny_lm_kwargs
 
 REAL_CFG = json.loads((GOLDEN / "lm_real_config.json").read_text())
 REAL_PT = GOLDEN / "lm_real_weights.safetensors"

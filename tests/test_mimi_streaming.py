@@ -15,20 +15,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .test_mimi_golden import load_case
+from tests.helpers import load_mimi_case
 
 TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def small():
-    model, data, meta = load_case("small", compiled=False)
+    model, data, meta = load_mimi_case("small", compiled=False)
     return model, data
 
 
 def test_compiled_equals_eager(small):
     eager, data = small
-    compiled, _, _ = load_case("small", compiled=True)
+    compiled, _, _ = load_mimi_case("small", compiled=True)
     np.testing.assert_array_equal(np.array(compiled.encode(data["pcm"])),
                                   np.array(eager.encode(data["pcm"])))
     state_c, state_e = compiled.init_state(2), eager.init_state(2)

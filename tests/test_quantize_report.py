@@ -17,8 +17,7 @@ import pytest
 from moshi_mlx import load_lm
 from quantize.cli import main_quantize, main_report
 from quantize.report import kl_divergence, markdown, top1_agreement, valid_positions
-
-from .test_quantize_helpers import KY_CFG, convert, make_source, tiny_repo  # noqa: F401
+from tests.helpers import KY_CFG, convert, make_source
 
 KYUTAI_PYTHON = os.environ.get("KYUTAI_PYTHON")  # Kyutai's moshi_mlx env, docs/environments.md
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +35,7 @@ def test_metric_math():
     assert valid_positions([0, 2], 4).tolist() == [[True] * 4, [True, True, False, False]]
 
 
-def test_report_compare_numbers_are_computed(tiny_repo, tmp_path, capsys):  # noqa: F811
+def test_report_compare_numbers_are_computed(tiny_repo, tmp_path, capsys):
     outs = {r: convert(tiny_repo, tmp_path / r, r) for r in ("bf16", "q8", "q4", "mixed-q4q8")}
     js = tmp_path / "report.json"
     rc = main_report([str(outs["bf16"]), "--reference", str(tiny_repo), "--compare",
@@ -69,7 +68,7 @@ def test_report_compare_numbers_are_computed(tiny_repo, tmp_path, capsys):  # no
     assert markdown(rep).count("\n") == 5
 
 
-def test_cli_quantize_end_to_end(tiny_repo, tmp_path, capsys):  # noqa: F811
+def test_cli_quantize_end_to_end(tiny_repo, tmp_path, capsys):
     out = tmp_path / "custom"
     assert main_quantize([str(tiny_repo), str(out), "--bits", "6", "--group-size", "64",
                           "--report-steps", "16"]) == 0
@@ -119,7 +118,7 @@ def test_plain_outputs_load_in_kyutai_moshi_mlx(tmp_path, recipe):
     assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(theirs).max()
 
 
-def test_module_entry_point_runs(tiny_repo, tmp_path):  # noqa: F811
+def test_module_entry_point_runs(tiny_repo, tmp_path):
     res = subprocess.run([sys.executable, "-m", "quantize.cli", "quantize", str(tiny_repo),
                           str(tmp_path / "q8"), "--recipe", "q8", "--no-report", "-q"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -129,7 +128,7 @@ def test_module_entry_point_runs(tiny_repo, tmp_path):  # noqa: F811
 
 def test_report_on_bare_pytorch_reference_file(tmp_path):
     """A reference file with no config.json beside it borrows the converted model's config."""
-    from .test_quantize_helpers import GOLDEN
+    from tests.helpers import GOLDEN
 
     src = GOLDEN / "lm_real_weights.safetensors"
     if not src.exists():
@@ -144,7 +143,7 @@ def test_report_on_bare_pytorch_reference_file(tmp_path):
 
 
 @pytest.mark.parametrize("recipe", ["q4", "mixed-q4q8"])
-def test_converted_tiny_model_runs_in_cli_run(tiny_repo, tmp_path, recipe):  # noqa: F811
+def test_converted_tiny_model_runs_in_cli_run(tiny_repo, tmp_path, recipe):
     if not (ROOT / "cli.py").exists():
         pytest.skip("cli.py not present")
     from moshi_mlx.audio.wav import read_wav, write_wav
