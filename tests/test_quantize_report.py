@@ -60,7 +60,7 @@ def test_report_compare_numbers_are_computed(tiny_repo, tmp_path, capsys):
     from mlx_lm.utils import compute_bits_per_weight  # same definition, counted on the model
 
     for r in ("q4", "mixed-q4q8"):
-        want = compute_bits_per_weight(load_lm(outs[r]))
+        want = compute_bits_per_weight(load_lm(outs[r], dtype="stored"))
         assert rows[r]["bits_per_weight"] == pytest.approx(want, rel=1e-9)
     assert bf16["size_bytes"] > q8["size_bytes"] > mixed["size_bytes"] > q4["size_bytes"]
     out = capsys.readouterr().out
