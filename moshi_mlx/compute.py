@@ -6,16 +6,18 @@ parameters themselves, so there is no state beside them that could go stale:
 
 - dtype: unquantized float parameters are cast to the compute dtype (or kept as stored) and the
   LM's activations follow (`Lm.act_dtype`). Quantized weights stay packed as stored.
-- matmul layout: on Linux the `mlx[cpu]` wheel computes float32 matmuls with the netlib
-  reference BLAS, which multiplies by a transposed operand (`x @ W.T`, how `nn.Linear` and our
-  convolutions read their checkpoint-shaped weights) markedly slower than by a contiguous one
-  (`benchmarks/results/lm.md`, `benchmarks/bench_mimi.py`).
-  There, every float32 matmul weight is stored as the contiguous matrix its product reads, seen
-  through a strided view with the checkpoint's shape (`matmul_layout`). Same names, shapes and
-  values, so saving, quantizing and strict loading work as before; weights loaded later simply
-  arrive row-major (correct, only slower) until `apply_policy` runs again. On macOS (Accelerate,
-  Metal) a transposed operand costs nothing and weights stay as loaded. bf16 and quantized
-  matmuls use MLX's own kernels, for which the layout does not matter.
+- matmul layout: a float32 matmul weight is stored as the contiguous matrix its product reads,
+  seen through a strided view with the checkpoint's shape (`matmul_layout`). Same names, shapes
+  and values, so saving, quantizing and strict loading work as before; weights loaded later
+  simply arrive row-major (correct, only slower) until `apply_policy` runs again.
+  * Convolution weights, everywhere: their matrix (`matmul_view`) is a reshape of the
+    checkpoint's `[out, k, in]`, which MLX can only take without a copy from this layout; with
+    the checkpoint's layout every call would copy the weights first.
+  * Linear weights, on Linux CPUs: the `mlx[cpu]` wheel computes float32 matmuls with the netlib
+    reference BLAS, which multiplies by a transposed operand (`x @ W.T`, how `nn.Linear` reads its
+    weight) markedly slower than by a contiguous one (`benchmarks/results/lm.md`). On macOS
+    (Accelerate, Metal) a transposed operand costs nothing and Linear weights stay as loaded.
+  bf16 and quantized matmuls use MLX's own kernels, for which the layout does not matter.
 - quantized matmul inputs: MLX's CPU `quantized_matmul` is several times slower with bf16/fp16
   inputs than with float32 ones (and less accurate), so on the CPU quantized Linears are given
   float32 inputs and their outputs cast back (`QuantizedLinear.input_dtype`).
@@ -109,11 +111,11 @@ def warn_if_reference_blas() -> None:
 @dataclass(frozen=True)
 class ComputePolicy:
     """How a model computes. `dtype`: unquantized float parameters and activations (None: as
-    stored); `matmul_layout`: store float32 matmul weights as the contiguous matrix their product
-    reads; `quantized_input_dtype`: inputs of quantized matmuls (None: the activation dtype)."""
+    stored); `linear_layout`: store float32 Linear weights as the contiguous matrix their product
+    reads (convolution weights always are); `quantized_input_dtype`: inputs of quantized matmuls (None: the activation dtype)."""
 
     dtype: mx.Dtype | None
-    matmul_layout: bool
+    linear_layout: bool
     quantized_input_dtype: mx.Dtype | None
 
 
@@ -185,7 +187,7 @@ def decide_policy(dtype: str | None, model: nn.Module | None = None,
         log.info("compute dtype auto (%s): %s", mx.default_device(), dtype)
     return ComputePolicy(
         dtype=None if dtype == "stored" else getattr(mx, dtype),
-        matmul_layout=cpu and sys.platform != "darwin",
+        linear_layout=cpu and sys.platform != "darwin",
         quantized_input_dtype=mx.float32 if cpu else None,
     )
 
@@ -198,6 +200,7 @@ def apply_policy(model: nn.Module, policy: ComputePolicy) -> nn.Module:
     by the model.
     """
     import mlx.core as mx
+    import mlx.nn as nn
 
     from .models.lm import Lm
     from .nn.linear import QuantizedLinear
@@ -213,7 +216,8 @@ def apply_policy(model: nn.Module, policy: ComputePolicy) -> nn.Module:
             w = v
             if policy.dtype is not None and mx.issubdtype(w.dtype, mx.floating):
                 w = w.astype(policy.dtype)
-            if policy.matmul_layout and k == "weight" and w.dtype == mx.float32:
+            if k == "weight" and w.dtype == mx.float32 and (
+                    policy.linear_layout or not isinstance(m, nn.Linear)):
                 w = matmul_layout(m, w)
             if w is not v:
                 new[k] = w
@@ -239,7 +243,7 @@ def matmul_layout(module: nn.Module, w: mx.array) -> mx.array:
         to_matrix, from_matrix = module.matmul_view, module.from_matmul_view
     else:
         return w
-    if w.ndim < 2 or is_contiguous(to_matrix(w)):
+    if w.ndim < 2:
         return w
     return from_matrix(mx.contiguous(to_matrix(w)))
 

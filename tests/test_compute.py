@@ -25,7 +25,7 @@ from moshi_mlx.compute import (
 from moshi_mlx.nn.conv import StreamingConv1d, StreamingConvTranspose1d
 from moshi_mlx.nn.linear import Linear, QuantizedLinear
 
-LAYOUT = ComputePolicy(dtype=None, matmul_layout=True, quantized_input_dtype=None)
+LAYOUT = ComputePolicy(dtype=None, linear_layout=True, quantized_input_dtype=None)
 
 
 def _ref(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
@@ -63,10 +63,10 @@ def test_conv_layouts_keep_outputs(k, stride, depthwise):
         apply_policy(m, LAYOUT)
     assert [{k: v.shape for k, v in tree_flatten(m.parameters())} for m in (conv, tr)] == shapes
     holder = conv.conv.conv
-    assert holder.weight.shape == (5, k, cin) and is_contiguous(holder.matmul_view(holder.weight))
+    # Stored as the matrix reads it ([k, in, out] / [in, k, out]): `matmul_view` is a free view.
+    assert holder.weight.shape == (5, k, cin) and is_contiguous(holder.weight.transpose(1, 2, 0))
     if not depthwise:
-        h = tr.convtr.convtr
-        assert is_contiguous(h.matmul_view(h.weight))
+        assert is_contiguous(tr.convtr.convtr.weight.transpose(2, 1, 0))
     for m, y in zip((conv, tr), want, strict=True):
         np.testing.assert_allclose(np.array(m(x, m.init_state(1))[0]), y, rtol=1e-5, atol=1e-5)
 
@@ -143,7 +143,7 @@ def test_auto_is_float32_on_the_cpu_only_when_it_fits(monkeypatch):
         decide_policy("fp32")
     monkeypatch.setattr(mx, "default_device", lambda: mx.Device(mx.gpu))
     metal = decide_policy(None, m, ram=1 << 40)
-    assert metal == ComputePolicy(dtype=None, matmul_layout=False, quantized_input_dtype=None)
+    assert metal == ComputePolicy(dtype=None, linear_layout=False, quantized_input_dtype=None)
 
 
 def _run(code: str) -> str:
@@ -173,8 +173,9 @@ def test_prefer_system_blas_is_a_no_op_once_mlx_is_imported(monkeypatch):
     assert compute.prefer_system_blas() is None
 
 
-@pytest.mark.skipif(sys.platform == "darwin", reason="the layout is for Linux's reference BLAS")
+@pytest.mark.skipif(sys.platform == "darwin", reason="Linear layout: Linux's reference BLAS")
 def test_loaded_mimi_multiplies_by_contiguous_matrices(tiny_repo):
+    """Convolutions everywhere, Linears on Linux CPUs (the tests' platform)."""
     from moshi_mlx.codec import load_mimi
     from moshi_mlx.nn.conv import Conv1d, ConvTranspose1d
 
@@ -182,5 +183,7 @@ def test_loaded_mimi_multiplies_by_contiguous_matrices(tiny_repo):
     convs = [m for _, m in model.named_modules() if isinstance(m, (Conv1d, ConvTranspose1d))]
     linears = [m for _, m in model.named_modules() if isinstance(m, nn.Linear)]
     assert len(convs) > 10 and len(linears) > 4
-    assert all(is_contiguous(m.matmul_view(m.weight)) for m in convs)
+    assert all(is_contiguous(m.weight.transpose(1, 2, 0)) for m in convs if isinstance(m, Conv1d))
+    assert all(is_contiguous(m.weight.transpose(2, 1, 0)) for m in convs
+               if isinstance(m, ConvTranspose1d) and not m.depthwise)
     assert all(is_contiguous(m.weight.T) for m in linears)

@@ -85,7 +85,7 @@ def test_matmul_layout_keeps_outputs_and_names(tmp_path):
     names = {k: v.shape for k, v in tree_flatten(lm.parameters())}
     codes = mx.array(np.random.default_rng(1).integers(0, cfg.card, (1, 1 + cfg.n_q, 9)))
     want = lm.forward(codes)
-    apply_policy(lm, ComputePolicy(dtype=None, matmul_layout=True, quantized_input_dtype=None))
+    apply_policy(lm, ComputePolicy(dtype=None, linear_layout=True, quantized_input_dtype=None))
     linears = [m for _, m in lm.named_modules() if isinstance(m, nn.Linear)]
     assert len(linears) == 1 + 4 * cfg.num_layers + cfg.dep_q * (2 + 4 * cfg.depformer_num_layers)
     assert all(is_contiguous(m.weight.T) for m in linears)

@@ -44,12 +44,14 @@ class Conv1d(nn.Module):
 
     @staticmethod
     def matmul_view(w: mx.array) -> mx.array:
-        """`[out, k, in]` -> the `[k * in, out]` im2col matrix (tap-major), a view."""
-        return w.reshape(w.shape[0], -1).T
+        """`[out, k, in]` -> the `[k * in, out]` im2col matrix (tap-major). Transposed before the
+        reshape, so it is a free view of a weight stored `[k, in, out]` (`moshi_mlx.compute`)."""
+        return w.transpose(1, 2, 0).reshape(-1, w.shape[0])
 
     def from_matmul_view(self, m: mx.array) -> mx.array:
-        """Inverse of `matmul_view`, a view again."""
-        return m.T.reshape(self.weight.shape)
+        """Inverse of `matmul_view`."""
+        out, k, cin = self.weight.shape
+        return m.reshape(k, cin, out).transpose(2, 0, 1)
 
 
 class ConvTranspose1d(nn.Module):
@@ -69,13 +71,14 @@ class ConvTranspose1d(nn.Module):
         self.depthwise = groups > 1
 
     def matmul_view(self, w: mx.array) -> mx.array:
-        """`[out, k, in]` -> `[in, k * out]` (all taps, one product); depthwise: `[k, C]`."""
+        """`[out, k, in]` -> `[in, k * out]` (all taps, one product; a free view of a weight
+        stored `[in, k, out]`); depthwise: `[k, C]`."""
         if self.depthwise:
             return w[0]  # an elementwise product, not a matmul
         return w.transpose(2, 1, 0).reshape(w.shape[2], -1)
 
     def from_matmul_view(self, m: mx.array) -> mx.array:
-        """Inverse of `matmul_view`, a view again."""
+        """Inverse of `matmul_view`."""
         out, k, cin = self.weight.shape
         if self.depthwise:
             return m[None]
