@@ -2,14 +2,15 @@
 
 Not a test: it asserts nothing, it measures and prints a markdown table (results/lm.md explains it).
 
-    /work/venv/bin/python benchmarks/bench_lm.py [--configs small,7b-l1] [--quants bf16,q8,q4]
+    python benchmarks/bench_lm.py [--configs small,7b-l1] [--quants bf16,q8,q4]
         [--acts bf16,float32,default,float32R,bf16S] [--frames 20] [--frames-7b 6]
-        [--prefill N] [--greedy] [--out benchmarks/results/lm_run.md]
+        [--prefill N] [--greedy] [--out benchmarks/results/lm_run.md] [--kyutai-python PY]
 
 For each config, random weights are written ONCE in Kyutai's MLX layout (`bench_lm_setup.py`).
 Each (config, weights, activation recipe) row then runs ours (`moshi_mlx.load_lm` +
 `moshi_mlx.engine.LmGen.step`, this script's `--worker` mode, this interpreter) and Kyutai's
-(`kyutai_lm.py` under Kyutai's env, moshi_mlx 0.3.0 with its pinned mlx) on the same file, in two
+(`kyutai_lm.py` under Kyutai's env, moshi_mlx 0.3.0 with its pinned mlx: `--kyutai-python` or
+`$KYUTAI_PYTHON`, see `docs/environments.md`; without one, only ours runs) on the same file, in two
 fresh processes. Default `--mode lockstep`: both stay loaded and take turns frame by frame (who
 goes first alternates), so a shared machine's background load hits both alike; `sequential` runs
 them one after the other. Both feed the same pseudo-random user codes, sample with top-k (text
@@ -44,7 +45,6 @@ from lm_timing import run_frames, user_codes
 log = logging.getLogger("bench_lm")
 
 HERE = Path(__file__).resolve().parent
-KYUTAI_PY = os.environ.get("KYUTAI_PYTHON", "/work/kyenv/bin/python")
 # Our activation recipes -> Kyutai's: "default" = each side's default (ours: dtype None, chosen per
 # platform; theirs: bf16 as in their loaders); "float32R" = float32 + CPU-repacked quantized Linears.
 KYUTAI_ACT = {"default": "bf16", "float32R": "float32", "bf16S": "bf16", "bf16": "bf16",
@@ -60,7 +60,7 @@ def worker(args: argparse.Namespace) -> int:
 
     from moshi_mlx import load_lm
     from moshi_mlx.engine import LmGen
-    from moshi_mlx.sampling import Sampler
+    from moshi_mlx.sampling import DEFAULT_AUDIO, DEFAULT_TEXT, Sampler
 
     cfg = json.loads(Path(args.config).read_text())
     if QUANTS[args.quant] is not None:
@@ -80,7 +80,7 @@ def worker(args: argparse.Namespace) -> int:
     if args.greedy:
         ts, aus = Sampler(0.0), Sampler(0.0)
     else:
-        ts, aus = Sampler(0.7, top_k=25), Sampler(0.8, top_k=250)
+        ts, aus = DEFAULT_TEXT, DEFAULT_AUDIO
     gen = LmGen(lm, text_sampler=ts, audio_sampler=aus, batch_size=1, seed=args.seed)
     if args.prefill:  # deep-context timing: the next steps attend over `prefill` positions
         dt = mx.bfloat16 if args.act.startswith("bf16") else mx.float32
@@ -117,7 +117,7 @@ def _cmd(impl: str, d: Path, quant: str, act: str, frames: int, args: argparse.N
     if impl == "ours":
         return [sys.executable, str(Path(__file__).resolve()), "--worker", "--act", act, *common]
     kact = KYUTAI_ACT.get(act, act)
-    return [KYUTAI_PY, str(HERE / "kyutai_lm.py"), "--act", kact, *common]
+    return [args.kyutai_python, str(HERE / "kyutai_lm.py"), "--act", kact, *common]
 
 
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
@@ -125,7 +125,7 @@ OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
 
 def _env(args: argparse.Namespace) -> dict:
     """Worker environment: with --blas openblas both sides' MLX calls Debian's OpenBLAS for float32
-    matmuls (LD_PRELOAD; what our cli does via moshi_mlx.codec.prefer_system_blas)."""
+    matmuls (LD_PRELOAD; what our cli does via moshi_mlx.compute.prefer_system_blas)."""
     env = dict(os.environ)
     if args.blas == "openblas":
         env["LD_PRELOAD"] = OPENBLAS
@@ -247,10 +247,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="time frames after this many context positions (temporal KV caches filled "
                          "with random inputs first)")
     ap.add_argument("--impls", default="ours,kyutai")
+    ap.add_argument("--kyutai-python", default=os.environ.get("KYUTAI_PYTHON"),
+                    help="interpreter of Kyutai's moshi_mlx env (default: $KYUTAI_PYTHON)")
     ap.add_argument("--mode", choices=("lockstep", "sequential"), default="lockstep")
     ap.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--timeout", type=float, default=900)
-    ap.add_argument("--work", default="/tmp/moshi_bench_lm")
+    ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "moshi_bench_lm"))
     ap.add_argument("--out", default=None, help="markdown file for the table (also writes .json)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -260,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     cfgs = bench_configs()
     quants = args.quants.split(",")
     impls = args.impls.split(",")
+    if "kyutai" in impls and not args.kyutai_python:
+        log.warning("no Kyutai env (--kyutai-python / $KYUTAI_PYTHON): timing ours only")
+        impls.remove("kyutai")
     rows, results = [], []
     kyutai_done: dict[tuple, dict] = {}  # Kyutai runs reused by rows with the same Kyutai recipe
     for name in args.configs.split(","):

@@ -27,7 +27,7 @@ FILES = LM_FILES
 
 
 def bench_configs() -> dict[str, dict]:
-    """Kyutai lm_kwargs dicts: the small config of reference.md section 11 and reduced 7B shapes."""
+    """Kyutai lm_kwargs dicts: a small config (dim 512) and reduced 7B shapes."""
     from moshi_mlx.config import LmConfig
 
     base = LmConfig()  # moshiko/moshika v0.1 field values
@@ -49,7 +49,7 @@ def bench_configs() -> dict[str, dict]:
 
 # Random weights ----------------------------------------------------------------------------------
 def kyutai_mlx_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
-    """Every tensor of a bf16 Kyutai MLX checkpoint (reference.md 4.1) with its shape."""
+    """Every tensor of a bf16 Kyutai MLX checkpoint (`docs/checkpoints.md`) with its shape."""
     dim, ddim = cfg["dim"], cfg["depformer_dim"]
     hidden = 2 * int(cfg["hidden_scale"] * dim) // 3
     dff = cfg["depformer_dim_feedforward"] or int(cfg["hidden_scale"] * ddim)

@@ -6,7 +6,8 @@ All run in the same invocation on the same random full-size checkpoint (real Mim
 PyTorch layout, written to a temporary file). Per frame: `encode_step` of 1920 samples, then
 `decode_step` of the codes just produced (batch 1, float32). Ours and rustymimi run in interleaved
 blocks of frames (both sample the same background load; see `_blocks`). Kyutai's `moshi_mlx` runs in its
-own environment (`/work/kyenv/bin/python` by default; it pins an older MLX) through a subprocess.
+own environment (`--kyutai-python` or `$KYUTAI_PYTHON`, see `docs/environments.md`; it pins an older
+MLX) through a subprocess, skipped without one.
 The last lines give each backend's streaming codes' agreement with ours.
 Prints p50 / p95 milliseconds per frame and the real-time factor (p50 / 80 ms; < 1 keeps up).
 Asserts nothing. Machine noise is large on shared CPUs: compare rows of one run only.
@@ -14,7 +15,7 @@ Asserts nothing. Machine noise is large on shared CPUs: compare rows of one run 
 Linux note: the `mlx[cpu]` wheel links the netlib *reference* BLAS, and every float32 matmul (all of
 Mimi's convolutions and linears, see nn/conv.py) goes through it at 1-3 GFLOP/s single-threaded.
 When Debian's OpenBLAS is installed (`apt-get install libopenblas0-pthread`), a child process repeats
-the ours/rustymimi blocks after `moshi_mlx.codec.prefer_system_blas()` (called before MLX is
+the ours/rustymimi blocks after `moshi_mlx.compute.prefer_system_blas()` (called before MLX is
 imported; same effect as `LD_PRELOAD=.../openblas-pthread/libblas.so.3`), so MLX calls OpenBLAS
 instead (rustymimi has its own GEMM; its row there is the control). On macOS MLX uses
 Accelerate (and Metal), so none of this applies there.
@@ -110,7 +111,7 @@ def bench_in_process(path: Path, pcm: np.ndarray, args: argparse.Namespace) -> d
 
 def bench_openblas(path: Path, args: argparse.Namespace) -> dict | None:
     """The same, in a child process where MLX uses the system OpenBLAS (`prefer_system_blas`)."""
-    from moshi_mlx.codec import OPENBLAS_CANDIDATES
+    from moshi_mlx.compute import OPENBLAS_CANDIDATES
 
     if not any(Path(c).exists() for c in OPENBLAS_CANDIDATES):
         print("(skipping ours + OpenBLAS: libopenblas0-pthread not installed)", file=sys.stderr)
@@ -157,15 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--block", type=int, default=10, help="frames per backend turn")
     ap.add_argument("--codebooks", type=int, default=8)
-    ap.add_argument("--kyutai-python", default="/work/kyenv/bin/python")
+    ap.add_argument("--kyutai-python", default=os.environ.get("KYUTAI_PYTHON"),
+                    help="interpreter of Kyutai's moshi_mlx env (default: $KYUTAI_PYTHON)")
     ap.add_argument("--only", nargs="*", default=["ours", "openblas", "rustymimi", "kyutai"])
     ap.add_argument("--checkpoint", help="use this released-layout file instead of a random one")
     ap.add_argument("--json", help="also write the raw timings here")
     ap.add_argument("--system-blas", action="store_true",
-                    help="call moshi_mlx.codec.prefer_system_blas() before importing MLX")
+                    help="call moshi_mlx.compute.prefer_system_blas() before importing MLX")
     args = ap.parse_args(argv)
     if args.system_blas:
-        from moshi_mlx.codec import prefer_system_blas
+        from moshi_mlx.compute import prefer_system_blas
 
         if prefer_system_blas() is None:
             print("no system BLAS loaded", file=sys.stderr)

@@ -11,7 +11,7 @@
 2. Converts it once per recipe in a fresh subprocess (`main_quantize([... "-q", "--no-report"])`),
    which reports its own peak RSS (`VmHWM` in /proc: MLX buffers, Python and mapped pages included).
 3. Prints peak RSS, the largest output file (shard), their ratio (target < 1.3), wall time, and, with
-   `--kyutai-check`, loads the q4/q8 outputs in Kyutai's moshi_mlx (`/work/kyenv`) strictly.
+   `--kyutai-check`, loads the q4/q8 outputs in Kyutai's moshi_mlx (`$KYUTAI_PYTHON`, `docs/environments.md`) strictly.
 4. Deletes everything it wrote unless `--keep`.
 
 A benchmark, not a test: it prints numbers and asserts nothing.
@@ -42,12 +42,12 @@ from moshi_mlx.checkpoint.safetensors_io import stream_save  # noqa: E402
 from moshi_mlx.config import moshi_v0_1  # noqa: E402
 from moshi_mlx.models.lm import Lm  # noqa: E402
 
-KYENV = Path("/work/kyenv/bin/python")
+KYUTAI_PYTHON = os.environ.get("KYUTAI_PYTHON")  # Kyutai's moshi_mlx env, docs/environments.md
 POOL = 1 << 26  # 64 Mi bf16 values = 128 MB
 
 
 def torch_shapes(shapes: dict[str, tuple[int, ...]], dep_q: int) -> dict[str, tuple[int, ...]]:
-    """Our (Kyutai MLX) names/shapes -> PyTorch release names/shapes (reference.md 4.1)."""
+    """Our (Kyutai MLX) names/shapes -> PyTorch release names/shapes (the inverse of `moshi_mlx.weights.lm.map_lm_torch`)."""
     out: dict[str, tuple[int, ...]] = {}
     for k, s in shapes.items():
         m = re.match(r"depformer\.slices\.(\d+)\.(.*)$", k)
@@ -140,9 +140,9 @@ def idle_rss() -> float:
 
 
 def kyutai_check(out_dir: Path) -> dict:
-    if not KYENV.exists():
-        return {"loaded": None, "why": "no /work/kyenv"}
-    res = subprocess.run([str(KYENV), str(ROOT / "quantize" / "kyutai_check.py"), str(out_dir)],
+    if not KYUTAI_PYTHON:
+        return {"loaded": None, "why": "KYUTAI_PYTHON not set"}
+    res = subprocess.run([KYUTAI_PYTHON, str(ROOT / "quantize" / "kyutai_check.py"), str(out_dir)],
                          capture_output=True, text=True, cwd="/tmp")
     if res.returncode != 0:
         return {"loaded": False, "why": res.stderr.strip().splitlines()[-1:]}
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", choices=("mlx", "pytorch"), default="mlx",
                     help="source layout: Kyutai MLX bf16 names, or their PyTorch release names")
     ap.add_argument("--workdir", default=str(ROOT.parent / "bench_quantize_tmp"))
-    ap.add_argument("--kyutai-check", action="store_true", help="load q4/q8 outputs in kyenv")
+    ap.add_argument("--kyutai-check", action="store_true", help="load q4/q8 outputs in $KYUTAI_PYTHON's moshi_mlx")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint and outputs")
     ap.add_argument("--json", default=None, help="also save the results here")
     args = ap.parse_args(argv)

@@ -1,7 +1,7 @@
 """Time Kyutai's own `moshi_mlx` LmGen.step on a given config and weights file.
 
-Runs ONLY under Kyutai's environment (`/work/kyenv/bin/python`, moshi_mlx 0.3.0 with its pinned
-mlx); `benchmarks/bench_lm.py` calls it as a subprocess so both implementations are timed in one
+Runs ONLY under Kyutai's environment (moshi_mlx 0.3.0 with its pinned mlx, see
+`docs/environments.md`); `benchmarks/bench_lm.py` calls it as a subprocess so both implementations are timed in one
 run on the same weights. It is a benchmark helper, not a test, and imports nothing from our package.
 
     kyutai_lm.py CONFIG_JSON WEIGHTS --quant {bf16,q8,q4} --act {bf16,float32} [--frames N]
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         text_sampler = utils.Sampler(temp=0.0)
         audio_sampler = utils.Sampler(temp=0.0)
     else:  # the same settings as our DEFAULT_TEXT / DEFAULT_AUDIO and their run_inference.py
+        # Our moshi_mlx.sampling.DEFAULT_TEXT / DEFAULT_AUDIO: this env cannot import our package.
         text_sampler = utils.Sampler(temp=0.7, top_k=25)
         audio_sampler = utils.Sampler(temp=0.8, top_k=250)
     n_total = args.warmup + args.frames

@@ -1,7 +1,9 @@
 """moshi_mlx: Kyutai's Moshi speech model (Helium LM + depth transformer + Mimi codec) in MLX.
 
-The public entry points are imported lazily so that `import moshi_mlx` stays cheap and has no
-side effects (no MLX graph, no hub access):
+The public entry points are imported lazily so that `import moshi_mlx` stays cheap (no MLX graph,
+no hub access). Its one side effect, on Linux only: a system OpenBLAS, when installed, is loaded
+before MLX so that MLX's float32 matmuls use it (`moshi_mlx.compute.prefer_system_blas`; this has
+to happen before `mlx.core` is imported; `MOSHI_MLX_BLAS=reference` turns it off).
 
 - `load_lm(path, config=None, dtype=None)`: the multi-stream LM from a checkpoint file or directory.
 - `load_mimi(path, num_codebooks=8, backend="mlx")`: the Mimi codec (MLX or rustymimi backend).
@@ -10,6 +12,10 @@ side effects (no MLX graph, no hub access):
 from __future__ import annotations
 
 from typing import Any
+
+from .compute import prefer_system_blas
+
+prefer_system_blas()
 
 __version__ = "0.1.0"
 __all__ = ["load_lm", "load_mimi", "__version__"]

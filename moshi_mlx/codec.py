@@ -28,15 +28,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .checkpoint.layout import find_mimi_file
+
+# `prefer_system_blas` lived here; kept importable for callers of the old name (cli.py).
+from .compute import prefer_system_blas  # noqa: F401
 from .config import MimiConfig, mimi_202407
 
 log = logging.getLogger(__name__)
@@ -48,38 +49,6 @@ RUSTYMIMI_MISSING = ("the rustymimi Mimi backend is not installed (pip install r
                      "exist for CPython 3.10-3.13); use --mimi-backend mlx, the default")
 
 
-OPENBLAS_CANDIDATES = (
-    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3",
-    "/usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3",
-    "/usr/lib64/libopenblas.so.0",
-)
-
-
-def prefer_system_blas() -> str | None:
-    """On Linux, route MLX's float32 matmuls to a system OpenBLAS; call before importing MLX.
-
-    The Linux `mlx[cpu]` wheel links the netlib reference BLAS (1-3 GFLOP/s, one thread), which makes
-    Mimi 2x slower than rustymimi on CPU. Loading OpenBLAS with RTLD_GLOBAL before `mlx.core` puts its
-    `cblas_*` symbols first in the lookup scope, so MLX calls it (same effect as LD_PRELOAD).
-    Returns the library loaded, or None (not Linux, MLX already imported, none installed, or
-    `MOSHI_MLX_BLAS=reference`). Results stay within float32 rounding of the reference BLAS.
-    """
-    if sys.platform != "linux" or os.environ.get("MOSHI_MLX_BLAS", "") == "reference":
-        return None
-    if "mlx.core" in sys.modules:
-        log.debug("MLX already imported; keeping its bundled BLAS")
-        return None
-    import ctypes
-
-    for cand in OPENBLAS_CANDIDATES:
-        if Path(cand).exists():
-            try:
-                ctypes.CDLL(cand, mode=os.RTLD_GLOBAL)
-            except OSError:
-                continue
-            log.info("using system BLAS %s for MLX float32 matmuls", cand)
-            return cand
-    return None
 
 
 def _dir_config(path: Path) -> MimiConfig | None:
@@ -115,6 +84,7 @@ def load_mimi_model(path: str | Path, config: Any = None) -> Any:
     """Build our MLX `Mimi` and strictly load a checkpoint (PyTorch or MLX names) into it."""
     import mlx.core as mx
 
+    from .compute import apply_policy, decide_policy
     from .models.mimi.mimi import Mimi
     from .weights.mimi import is_torch_layout, map_mimi_torch
 
@@ -127,6 +97,7 @@ def load_mimi_model(path: str | Path, config: Any = None) -> Any:
     model = Mimi(cfg)
     model.load_weights(list(weights.items()), strict=True)
     mx.eval(model.parameters())
+    apply_policy(model, decide_policy("stored"))  # Mimi computes in float32, as stored
     model.prepare()
     return model
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-NORMS = ("rms_norm_f32", "rms_norm", "layer_norm")
-GATINGS = ("silu", "none", "gelu")
+# What `moshi_mlx.nn.transformer` implements (it validates its own config against these too).
+NORMS = ("rms_norm_f32", "rms_norm", "layer_norm", "layer_norm_f32")
+GATINGS = ("silu", "gelu", "none")
 POS_EMBS = ("rope", "none")
 
 # Keys of Kyutai's config.json that describe the repository or generation, not the network.

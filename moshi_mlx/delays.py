@@ -15,7 +15,7 @@ delayed layout with the per-stream initial tokens: text_card for text, card for 
 the streaming engine applies the same rule one column at a time through `input_frame` and
 `sampled_frame` (see moshi_mlx/engine.py); its tests check that both paths give the same logits.
 
-Special token ids (reference.md section 2) live here too because every user of delays needs them.
+Special token ids (`docs/checkpoints.md`) live here too because every user of delays needs them.
 """
 
 from __future__ import annotations

@@ -13,38 +13,26 @@ Quantization is read from the tensors (see `moshi_mlx.quant`); an explicit per-m
 config's "quantization" block that disagrees with them is an error (mlx-lm semantics otherwise).
 Loading is strict: one `ValueError` lists every missing, unexpected and mis-shaped key with shapes.
 
-`dtype` picks the compute dtype (`lm.act_dtype`: embeddings are cast to it, so it flows through):
-- "float32": full float32 compute: unquantized tensors are cast to float32; quantized weights
-  stay packed (with their scales/biases as stored) and run with float32 activations. On the CPU
-  the float32 Linear weights are also stored column-major (`moshi_mlx.nn.cpu_linear`: same names,
-  shapes and values, ~2x faster matrix-vector products with MLX's reference BLAS).
+`dtype` picks the compute policy (`moshi_mlx.compute`, applied once, after the strict load):
+- "float32": unquantized tensors cast to float32, float32 activations; quantized weights stay
+  packed (with their scales/biases as stored) and get float32 inputs.
 - "bfloat16" / "float16": unquantized tensors cast to it, activations in it.
 - "stored": compute in the dtype the weights are stored in (Kyutai's files: bf16).
-- None or "auto" (default): chosen per platform from measurements (reference.md section 11,
-  `benchmarks/bench_lm.py`); parameters stay exactly as stored (the model saves and reports as
-  it was loaded):
-  * Metal (Apple GPU): "stored", i.e. bf16, the fast path there.
-  * CPU: float32 activations. MLX's CPU quantized matmul is ~8x slower with bf16 activations
-    than with float32 ones (float16: 40x), so quantized weights stay packed and get float32
-    inputs (with bf16 activations, e.g. "stored", our quantized Linears upcast their inputs
-    for the kernel anyway: `moshi_mlx.nn.cpu_linear.QuantizedLinear`). bf16 Linear weights get
-    a float32 column-major compute copy outside the parameter tree (`moshi_mlx.nn.cpu_linear`;
-    a column-major float32 matvec is ~1.7x faster than a bf16 one here). Memory cost: 4 bytes
-    per unquantized Linear weight (embeddings get none), measured 192 -> 400 MB for the dim-512
-    benchmark model and 2.5 -> 6.3 GB for the 7B shape with one temporal layer; quantized
-    models do not grow. If that would take more than half the machine's
-    RAM (the full 7B in bf16 on a 24 GB machine), "stored" is used instead.
-  * Opt-in, CPU, quantized models with RAM to spare:
-    `moshi_mlx.nn.cpu_linear.add_compute_copies(lm, dequantize=True)` after loading computes
-    quantized Linears from their exact dequantized float32 weights (small config: q8 63 -> 35,
-    q4 68 -> 38 CPU ms per frame) at 4 bytes per weight.
+- None or "auto" (default): per platform. Metal: "stored" (bf16 is the fast path there). CPU:
+  "float32", because MLX's CPU kernels are float32 ones (bf16 matmuls and bf16-input quantized
+  matmuls are several times slower; see `benchmarks/results/lm.md`), unless the float32 model
+  would take more than `compute.AUTO_RAM_FRACTION` of the RAM (the full 7B in bf16 on a 24 GB
+  machine): then "stored". Quantized weights stay packed either way.
+On Linux CPUs, float32 matmul weights are also stored in the layout the BLAS reads fastest (same
+names, shapes and values; `moshi_mlx.compute`). The loaded parameters are what the model computes
+with, so `save_lm` writes them in that dtype: load with `dtype="stored"` to save as stored.
+Opt-in for quantized models on a CPU with memory to spare: `moshi_mlx.compute.dequantize_linears`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -55,23 +43,20 @@ from mlx.utils import tree_flatten
 from .checkpoint.layout import LM_FILES, lm_weight_files
 from .checkpoint.safetensors_io import write_weights
 from .checkpoint.spec import with_block
+from .compute import DTYPE_NAMES, apply_policy, check_dtype, decide_policy
 from .config import LmConfig, moshi_v0_1
 from .models.lm import Lm
-from .nn.cpu_linear import add_compute_copies, compute_copy_bytes, relayout_linears
 from .quant import (
     check_spec_matches,
     detect_quantization,
     model_decisions,
     quantize_lm,
-    quantized_modules,
 )
 from .weights.lm import detect_format, map_lm_torch
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
-DTYPE_CHOICES = (None, "auto", "stored", *DTYPES)
-AUTO_RAM_FRACTION = 0.5  # "auto" upcasts to float32 only if the model then fits in this much RAM
+DTYPES = {name: getattr(mx, name) for name in DTYPE_NAMES}
 _MAX_LISTED = 50
 
 
@@ -127,46 +112,11 @@ def check_weights(model: nn.Module, weights: dict[str, Any], source: str = "chec
         raise ValueError("\n".join(parts))
 
 
-def _is_float(a: mx.array) -> bool:
-    return mx.issubdtype(a.dtype, mx.floating)
-
-
-def cast_weights(weights: dict[str, Any], model: nn.Module, dtype: mx.Dtype) -> dict[str, Any]:
-    """Cast unquantized float tensors to `dtype`; packed weights and their scales/biases stay."""
-    qpaths = set(quantized_modules(model))
-    out = {}
-    for k, v in weights.items():
-        module = k.rsplit(".", 1)[0]
-        out[k] = v if module in qpaths or not _is_float(v) else v.astype(dtype)
-    return out
-
-
-def _ram_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def auto_plan(model: nn.Module) -> str:
-    """What `dtype=None` / "auto" does here: "stored" or "float32-acts" (module docstring)."""
-    if mx.default_device() != mx.cpu:
-        return "stored"
-    size = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
-    extra = compute_copy_bytes(model)
-    ram = _ram_bytes()
-    if ram is not None and size + extra > AUTO_RAM_FRACTION * ram:
-        log.info("dtype auto: float32 compute copies would need %.1f GB more (model %.1f GB, RAM "
-                 "%.1f GB); computing as stored", extra / 1e9, size / 1e9, ram / 1e9)
-        return "stored"
-    return "float32-acts"
-
-
 def build_lm(weights: dict[str, Any], cfg: LmConfig, dtype: str | None = None,
              source: str = "checkpoint") -> Lm:
-    """Weights (either naming) + config -> evaluated `Lm` (strict)."""
-    if dtype not in DTYPE_CHOICES:
-        raise ValueError(f"dtype must be one of {list(DTYPE_CHOICES)}, got {dtype!r}")
+    """Weights (either naming) + config -> evaluated `Lm` (strict), under the compute policy
+    for `dtype` (module docstring)."""
+    check_dtype(dtype)  # fails before the weights are read
     if detect_format(weights) == "torch":
         log.info("mapping PyTorch key names")
         weights = map_lm_torch(weights, cfg)
@@ -180,21 +130,9 @@ def build_lm(weights: dict[str, Any], cfg: LmConfig, dtype: str | None = None,
                                                if k in ("group_size", "bits")})
         quantize_lm(model, detected)
     check_weights(model, weights, source)
-    if dtype in DTYPES:
-        weights = cast_weights(weights, model, DTYPES[dtype])
-        model.act_dtype = DTYPES[dtype]
     model.load_weights(list(weights.items()), strict=True)
     mx.eval(model.parameters())
-    if dtype in (None, "auto"):
-        plan = auto_plan(model)
-        log.info("compute dtype auto (%s): %s", mx.default_device(), plan)
-        if plan == "float32-acts":
-            model.act_dtype = mx.float32
-            add_compute_copies(model)
-            relayout_linears(model)
-    elif dtype == "float32":
-        relayout_linears(model)
-    return model
+    return apply_policy(model, decide_policy(dtype, model))
 
 
 def load_lm(path: str | Path, config: Any = None, dtype: str | None = None) -> Lm:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece
 
-PAD_IDS = frozenset({0, 3})  # EPAD, PAD (reference.md section 2)
+PAD_IDS = frozenset({0, 3})  # EPAD, PAD (docs/checkpoints.md)
 WORD_MARK = "\u2581"
 
 

@@ -1,6 +1,7 @@
 """Load a `cli.py quantize` output into Kyutai's own `moshi_mlx`, exactly as their loaders do.
 
-Runs ONLY under Kyutai's environment (e.g. `/work/kyenv/bin/python quantize/kyutai_check.py OUT_DIR`);
+Runs ONLY under Kyutai's environment (`$KYUTAI_PYTHON quantize/kyutai_check.py OUT_DIR`,
+see `docs/environments.md`);
 it imports Kyutai's `moshi_mlx` (same package name as ours, so nothing of ours is imported here).
 Model build follows their `run_inference.py` / `local.py`: `Lm(LmConfig.from_config_dict(cfg))`,
 cast to bf16, `nn.quantize(model, bits, group_size)` (their default predicate: every Linear and

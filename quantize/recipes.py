@@ -2,7 +2,7 @@
 
 A recipe maps each quantizable module of Moshi's LM (every Linear and Embedding, i.e. every 2-D
 `<path>.weight` of the checkpoint) to `(bits, group_size)` or to None (kept in float). Modules are
-classified from their checkpoint path (Kyutai's MLX key names):
+classified from their checkpoint path (Kyutai's MLX key names, see `docs/checkpoints.md`):
 
 - `embeddings`: `text_emb`, `audio_embs.{i}`, `depformer.slices.{k}.emb`
 - `heads`:      `text_linear`, `depformer.slices.{k}.linear_out` (the output projections)

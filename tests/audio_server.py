@@ -6,7 +6,7 @@ plays into; tests record its monitor with `parec`). PortAudio reaches it through
 (`~/.asoundrc` in a private HOME, plus PULSE_SERVER). Everything lives in a tmp dir; the server runs as
 the current user with `--exit-idle-time=-1` and is terminated at the end of the session.
 
-Use the `pulse_server` fixture (import it in a test module, or from conftest); it skips the test
+Tests use the `pulse_server` fixture of `tests/conftest.py`, built on `start`; it skips the test
 cleanly when pulseaudio is not installed.
 """
 
@@ -15,13 +15,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 MIC, SPK = "moshi_mic", "moshi_spk"
 RATE = 24000
@@ -110,27 +108,3 @@ def start(root: Path) -> PulseServer:
     return server
 
 
-@pytest.fixture(scope="session")
-def pulse_server(tmp_path_factory):
-    """A running private PulseAudio server; also points this process's PortAudio at it."""
-    reason = available()
-    if reason:
-        pytest.skip(reason)
-    try:
-        server = start(tmp_path_factory.mktemp("pulse"))
-    except RuntimeError:  # one retry: a loaded machine can be slow to bring the daemon up
-        server = start(tmp_path_factory.mktemp("pulse"))
-    saved = {k: os.environ.get(k) for k in ("PULSE_SERVER", "PULSE_RUNTIME_PATH")}
-    os.environ["PULSE_SERVER"] = server.env["PULSE_SERVER"]
-    os.environ["PULSE_RUNTIME_PATH"] = server.env["PULSE_RUNTIME_PATH"]
-    if "sounddevice" in sys.modules:  # PortAudio enumerates devices at init: re-init to see pulse
-        sd = sys.modules["sounddevice"]
-        sd._terminate()
-        sd._initialize()
-    yield server
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v

@@ -1,36 +1,65 @@
-"""Shared pytest fixtures. Owners of other test files may ADD fixtures at the end of this file."""
+"""Fixtures shared by the test modules (pytest finds them here; helpers are in `tests/helpers.py`).
+
+- `tiny_repos(quant)`: a tiny random Moshi repo per precision ("bf16", "q8", "q4"), written once
+  per session (seed 0, `moshi_mlx.testing.tiny_repo`); `tiny_repo` is the bf16 one.
+- `tiny_repo_full_mimi`: the tiny LM with a real-size random Mimi (both Mimi backends load it).
+- `lm_golden(name)`: the PyTorch teacher-forced LM goldens.
+- `pulse_server`: a private PulseAudio server as the sound card (skips without pulseaudio).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-GOLDEN = Path(__file__).parent / "golden" / "data"
+from tests import audio_server
+from tests.helpers import GOLDEN
 
-LM_GOLDENS = ("real", "sched", "shared", "nodep")
+
+@pytest.fixture(scope="session")
+def tiny_repos(tmp_path_factory) -> Callable[[str], Path]:
+    from moshi_mlx.testing.tiny_repo import write_tiny_repo
+
+    made: dict[str, Path] = {}
+
+    def get(quant: str = "bf16") -> Path:
+        if quant not in made:
+            made[quant] = write_tiny_repo(tmp_path_factory.mktemp(f"tiny_{quant}"), quant, seed=0)
+        return made[quant]
+
+    return get
 
 
-def tiny_lm_kwargs(**overrides: Any) -> dict[str, Any]:
-    """Kyutai-style LM kwargs of a tiny model with the real structure (8 + 8 streams, acoustic
-    delay 1, depformer multi-linear with per-step weights); every Linear's in_features is a
-    multiple of 64, so q4 (group 32) and q8 (group 64) quantization apply everywhere."""
-    kw: dict[str, Any] = dict(
-        dim=64, text_card=40, existing_text_padding_id=3, n_q=16, dep_q=8, card=24, num_heads=4,
-        num_layers=2, hidden_scale=3.0, causal=True, context=6, max_period=10000, gating="silu",
-        norm="rms_norm_f32", positional_embedding="rope", depformer_dim=64,
-        depformer_dim_feedforward=192, depformer_num_heads=2, depformer_num_layers=1,
-        depformer_multi_linear=True, depformer_weights_per_step=True, depformer_pos_emb="none",
-        delays=[0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1],
-    )
-    kw.update(overrides)
-    return kw
+@pytest.fixture(scope="session")
+def tiny_repo(tiny_repos) -> Path:
+    """The tiny bf16 repo."""
+    return tiny_repos("bf16")
+
+
+@pytest.fixture(scope="session")
+def tiny_repo_full_mimi(tmp_path_factory) -> Path:
+    from moshi_mlx.testing.tiny_repo import write_tiny_repo
+
+    return write_tiny_repo(tmp_path_factory.mktemp("tiny_full_mimi"), "bf16", seed=0,
+                           full_mimi=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_stt_repo(tmp_path_factory) -> Path:
+    """A tiny random speech-to-text repo with VAD heads (`moshi_mlx.testing.tiny_stt`)."""
+    from moshi_mlx.testing.tiny_stt import write_tiny_stt_repo
+
+    return write_tiny_stt_repo(tmp_path_factory.mktemp("tiny_stt"), "bf16", seed=0)
 
 
 @pytest.fixture
-def lm_golden():
+def lm_golden() -> Callable[[str], tuple[dict[str, Any], Path, dict[str, Any]]]:
     """Loader of the PyTorch teacher-forced goldens: name -> (config dict, weights path, io dict)."""
     from safetensors.numpy import load_file
 
@@ -41,3 +70,30 @@ def lm_golden():
             str(GOLDEN / f"lm_{name}_io.safetensors"))
 
     return load
+
+
+@pytest.fixture(scope="session")
+def pulse_server(tmp_path_factory):
+    """A running private PulseAudio server; also points this process's PortAudio at it."""
+    reason = audio_server.available()
+    if reason:
+        pytest.skip(reason)
+    try:
+        server = audio_server.start(tmp_path_factory.mktemp("pulse"))
+    except RuntimeError:  # one retry: a loaded machine can be slow to bring the daemon up
+        server = audio_server.start(tmp_path_factory.mktemp("pulse"))
+    saved = {k: os.environ.get(k) for k in ("PULSE_SERVER", "PULSE_RUNTIME_PATH")}
+    os.environ["PULSE_SERVER"] = server.env["PULSE_SERVER"]
+    os.environ["PULSE_RUNTIME_PATH"] = server.env["PULSE_RUNTIME_PATH"]
+    if "sounddevice" in sys.modules:  # PortAudio enumerates devices at init: re-init to see pulse
+        sd = sys.modules["sounddevice"]
+        sd._terminate()
+        sd._initialize()
+    yield server
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+

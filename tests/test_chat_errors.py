@@ -12,11 +12,10 @@ from moshi_mlx import hub
 from moshi_mlx.audio import chat
 from moshi_mlx.audio.live import LiveAudio
 from moshi_mlx.audio.pipeline import Settings
-from moshi_mlx.testing.fixtures import tiny_repo, tiny_repos  # noqa: F401
 from moshi_mlx.ui.terminal import PlainUI
 
 
-def test_microphone_lost_midway_still_saves_the_records(tiny_repo, tmp_path, monkeypatch):  # noqa: F811
+def test_microphone_lost_midway_still_saves_the_records(tiny_repo, tmp_path, monkeypatch):
     """The input device stops delivering after 5 frames: the session ends with the device error,
     and the transcript and recording of those 5 frames are written (they used to be lost)."""
     frames = iter([np.full(1920, 0.1, np.float32)] * 5)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -15,33 +14,7 @@ import pytest
 
 import cli
 from moshi_mlx.checkpoint import MIMI_FILE
-from moshi_mlx.testing.fixtures import tiny_repo, tiny_repo_full_mimi, tiny_repos  # noqa: F401
-
-
-def write_wav(path: Path, pcm: np.ndarray, rate: int, channels: int = 1) -> Path:
-    data = (np.clip(pcm, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(data.tobytes())
-    return path
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, int, int]:
-    with wave.open(str(path), "rb") as w:
-        raw = w.readframes(w.getnframes())
-        rate, ch, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
-    dtype = {2: "<i2", 4: "<i4"}[width] if width != 4 else "<i4"
-    x = np.frombuffer(raw, dtype=dtype).astype(np.float32) / (2 ** (8 * width - 1))
-    return x.reshape(-1, ch).T, rate, ch
-
-
-def speechlike(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    return (0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
-            + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+from tests.helpers import one_line_error, read_wav, run_cli, speechlike, write_wav
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +25,7 @@ def user_wav(tmp_path_factory) -> Path:
     return write_wav(d / "user.wav", np.stack([x, 0.5 * x], 1).reshape(-1), 44100, channels=2)
 
 
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    rc = cli.main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return rc, out.out, out.err
-
-
-def test_run_file_to_file_with_transcript(capsys, tmp_path, tiny_repo, user_wav):  # noqa: F811
+def test_run_file_to_file_with_transcript(capsys, tmp_path, tiny_repo, user_wav):
     out, tr = tmp_path / "out.wav", tmp_path / "t.json"
     rc, stdout, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", user_wav, "-o", out,
                               "--transcript", tr, "--seed", 7, "--pad-seconds", 1.0)
@@ -75,7 +42,7 @@ def test_run_file_to_file_with_transcript(capsys, tmp_path, tiny_repo, user_wav)
     assert f"wrote {out}" in stdout
 
 
-def test_run_is_deterministic_per_seed(capsys, tmp_path, tiny_repo, user_wav):  # noqa: F811
+def test_run_is_deterministic_per_seed(capsys, tmp_path, tiny_repo, user_wav):
     outs = []
     for i, seed in enumerate((3, 3, 4)):
         out = tmp_path / f"o{i}.wav"
@@ -102,7 +69,7 @@ def semantic_codes(model_dir: Path, pcm: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("f", [6, 15])
-def test_run_answers_input_frame_f_at_output_frame_f(capsys, tmp_path, tiny_repo, f):  # noqa: F811
+def test_run_answers_input_frame_f_at_output_frame_f(capsys, tmp_path, tiny_repo, f):
     """Two inputs equal up to frame f and different from frame f on (greedy, same seed): the
     outputs first differ at frame f, in both schedules, and the schedules write the same file.
 
@@ -136,14 +103,14 @@ def test_run_answers_input_frame_f_at_output_frame_f(capsys, tmp_path, tiny_repo
     assert got["serial", 0] == got["pipelined", 0] and got["serial", 1] == got["pipelined", 1]
 
 
-def test_run_with_quantized_model(capsys, tmp_path, tiny_repos, user_wav):  # noqa: F811
+def test_run_with_quantized_model(capsys, tmp_path, tiny_repos, user_wav):
     out = tmp_path / "q.wav"
     rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repos("q4"), "-i", user_wav, "-o", out,
                          "--pad-seconds", 0.2)
     assert rc == 0, err and read_wav(out)[0].shape[1] == 16 * 1920
 
 
-def test_bench_prints_numbers(capsys, tmp_path, tiny_repo):  # noqa: F811
+def test_bench_prints_numbers(capsys, tmp_path, tiny_repo):
     js = tmp_path / "b.json"
     rc, out, err = run_cli(capsys, "bench", "--model-dir", tiny_repo, "--frames", 5, "--json", js)
     assert rc == 0, err
@@ -154,7 +121,7 @@ def test_bench_prints_numbers(capsys, tmp_path, tiny_repo):  # noqa: F811
 
 
 @pytest.mark.parametrize("schedule", ["serial", "pipelined"])
-def test_bench_takes_the_schedule(capsys, tmp_path, tiny_repo, schedule):  # noqa: F811
+def test_bench_takes_the_schedule(capsys, tmp_path, tiny_repo, schedule):
     js = tmp_path / "b.json"
     rc, out, err = run_cli(capsys, "bench", "--model-dir", tiny_repo, "--frames", 4,
                            "--schedule", schedule, "--json", js)
@@ -176,15 +143,7 @@ def test_quantize_commands_forward_argv(capsys, monkeypatch):
 
 
 # --- user mistakes: one line on stderr, non-zero exit, no traceback ---------------------------
-def one_line_error(rc: int, err: str) -> str:
-    assert rc == 1
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
-
-
-def test_rustymimi_backend_missing(capsys, tmp_path, monkeypatch, tiny_repo, user_wav):  # noqa: F811
+def test_rustymimi_backend_missing(capsys, tmp_path, monkeypatch, tiny_repo, user_wav):
     """Where rustymimi has no wheel (CPython 3.14), the backend is a one-line error, given before
     the LM is loaded."""
     import moshi_mlx.loading
@@ -227,21 +186,21 @@ def test_interrupted_download(capsys, tmp_path, monkeypatch, user_wav):
 
 
 @pytest.mark.parametrize("content", [b"", b"not a wav file at all", b"RIFF\x00\x00\x00\x00WAVE"])
-def test_unreadable_or_empty_wav(capsys, tmp_path, tiny_repo, content):  # noqa: F811
+def test_unreadable_or_empty_wav(capsys, tmp_path, tiny_repo, content):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(content)
     rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", bad, "-o", tmp_path / "o.wav")
     assert "bad.wav" in one_line_error(rc, err)
 
 
-def test_wav_with_no_samples(capsys, tmp_path, tiny_repo):  # noqa: F811
+def test_wav_with_no_samples(capsys, tmp_path, tiny_repo):
     empty = write_wav(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
     rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", empty, "-o",
                          tmp_path / "o.wav")
     assert "empty.wav" in one_line_error(rc, err)
 
 
-def test_missing_input_file_and_bad_values(capsys, tmp_path, tiny_repo):  # noqa: F811
+def test_missing_input_file_and_bad_values(capsys, tmp_path, tiny_repo):
     rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", tmp_path / "none.wav",
                          "-o", tmp_path / "o.wav")
     assert "none.wav" in one_line_error(rc, err)
@@ -252,14 +211,14 @@ def test_missing_input_file_and_bad_values(capsys, tmp_path, tiny_repo):  # noqa
     assert "--frames" in one_line_error(rc, err)
 
 
-def test_missing_sound_device(capsys, tiny_repo):  # noqa: F811
+def test_missing_sound_device(capsys, tiny_repo):
     rc, _, err = run_cli(capsys, "chat", "--model-dir", tiny_repo, "--input-device", "no-such-mic",
                          "--duration", 1)
     line = one_line_error(rc, err)
     assert "no-such-mic" in line or "no sound devices" in line
 
 
-def test_bad_tokenizer_and_unwritable_output(capsys, tmp_path, tiny_repo, user_wav):  # noqa: F811
+def test_bad_tokenizer_and_unwritable_output(capsys, tmp_path, tiny_repo, user_wav):
     junk = tmp_path / "junk.model"
     junk.write_bytes(b"junk")
     rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "--tokenizer", junk, "-i",
@@ -270,7 +229,7 @@ def test_bad_tokenizer_and_unwritable_output(capsys, tmp_path, tiny_repo, user_w
     assert "does not exist" in one_line_error(rc, err)
 
 
-def test_explicit_lm_weight_overrides_the_dir(capsys, tmp_path, tiny_repos, user_wav):  # noqa: F811
+def test_explicit_lm_weight_overrides_the_dir(capsys, tmp_path, tiny_repos, user_wav):
     """A q8 LM file with the q4 repo's Mimi/tokenizer/config: quantization comes from the tensors."""
     out, tr = tmp_path / "o.wav", tmp_path / "t.json"
     rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repos("q4"), "--lm-weight",
@@ -281,8 +240,8 @@ def test_explicit_lm_weight_overrides_the_dir(capsys, tmp_path, tiny_repos, user
     assert model["precision"] == "q8" and model["lm_weight"].endswith("model.q8.safetensors")
 
 
-def test_offline_cached_repo_runs(capsys, tmp_path, monkeypatch, tiny_repo, user_wav):  # noqa: F811
-    from tests.test_hub import make_cached_repo
+def test_offline_cached_repo_runs(capsys, tmp_path, monkeypatch, tiny_repo, user_wav):
+    from tests.helpers import make_cached_repo
 
     files = {p.name: p.read_bytes() for p in tiny_repo.iterdir()}
     make_cached_repo(tmp_path / "hf" / "hub", "me/tiny-moshi", files)
@@ -296,7 +255,7 @@ def test_offline_cached_repo_runs(capsys, tmp_path, monkeypatch, tiny_repo, user
 
 
 @pytest.mark.slow
-def test_both_mimi_backends_give_the_same_conversation(capsys, tmp_path, tiny_repo_full_mimi):  # noqa: F811
+def test_both_mimi_backends_give_the_same_conversation(capsys, tmp_path, tiny_repo_full_mimi):
     """Real-size random Mimi: `--mimi-backend rustymimi` and our MLX Mimi, same seed, same output."""
     pytest.importorskip("rustymimi", reason="rustymimi has no wheel for this Python")
     user = write_wav(tmp_path / "u.wav", speechlike(0.4, 24000), 24000)
@@ -313,7 +272,7 @@ def test_both_mimi_backends_give_the_same_conversation(capsys, tmp_path, tiny_re
     np.testing.assert_allclose(outs["rustymimi"], outs["mlx"], atol=2e-4)
 
 
-def test_negative_values_and_directory_outputs(capsys, tmp_path, tiny_repo, user_wav):  # noqa: F811
+def test_negative_values_and_directory_outputs(capsys, tmp_path, tiny_repo, user_wav):
     """Each mistake names its flag on one line (was: 'negative dimensions are not allowed', a
     silently accepted jitter buffer of -2, and '[Errno 21] Is a directory')."""
     rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", user_wav, "-o",
@@ -329,7 +288,7 @@ def test_negative_values_and_directory_outputs(capsys, tmp_path, tiny_repo, user
     assert "--transcript" in one_line_error(rc, err)
 
 
-def test_bad_seed_and_unwritable_bench_json(capsys, tmp_path, tiny_repo, user_wav):  # noqa: F811
+def test_bad_seed_and_unwritable_bench_json(capsys, tmp_path, tiny_repo, user_wav):
     """A negative seed was a TypeError traceback from MLX; a bad --json path failed after the run."""
     rc, _, err = run_cli(capsys, "run", "--model-dir", tiny_repo, "-i", user_wav, "-o",
                          tmp_path / "o.wav", "--seed", -5)
@@ -366,7 +325,7 @@ def test_hub_warnings_are_printed_once(tmp_path):
     assert p.stderr.count("Retrying in 1s") == 1, p.stderr
 
 
-def test_unreadable_weight_files_are_named(capsys, tmp_path, tiny_repo, user_wav):  # noqa: F811
+def test_unreadable_weight_files_are_named(capsys, tmp_path, tiny_repo, user_wav):
     """MLX's load errors ('[load] Unknown file format wav', truncated safetensors) now name the file."""
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"junk")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,35 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moshi_mlx.testing.fixtures import tiny_repo, tiny_repos  # noqa: F401
-from tests.audio_server import pulse_server  # noqa: F401
-from tests.test_cli import read_wav, speechlike, write_wav
+from tests.helpers import chat, read_wav, speechlike, wait_for, write_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def chat(server, *args: str) -> subprocess.Popen:
-    env = dict(server.env, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "chat", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-
-
-def wait_for(proc: subprocess.Popen, text: str, timeout: float = 60) -> str:
-    """Read stdout lines until `text` appears (the app prints it once audio is running)."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        seen.append(line)
-        if text in line:
-            return "".join(seen)
-    raise AssertionError(f"{text!r} never printed; stdout: {''.join(seen)}; "
-                         f"stderr: {proc.stderr.read() if proc.poll() is not None else ''}")
-
-
-def test_chat_list_devices(pulse_server):  # noqa: F811
+def test_chat_list_devices(pulse_server):
     p = chat(pulse_server, "--list-devices")
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
@@ -57,7 +33,7 @@ def test_chat_list_devices(pulse_server):  # noqa: F811
 # Several runs: the PulseAudio ALSA plugin consumes and delivers in bursts, which used to cost
 # Moshi's frames in about half of the runs; not a single one may be lost now.
 @pytest.mark.parametrize("schedule", ["auto", "serial", "pipelined"])
-def test_chat_duplex_through_pulseaudio(pulse_server, tiny_repo, tmp_path, schedule):  # noqa: F811
+def test_chat_duplex_through_pulseaudio(pulse_server, tiny_repo, tmp_path, schedule):
     user = write_wav(tmp_path / "user.wav", speechlike(3.0, 24000), 24000)
     spk = tmp_path / "speaker.raw"
     tr, rec = tmp_path / "t.json", tmp_path / "rec.wav"
@@ -96,7 +72,7 @@ def test_chat_duplex_through_pulseaudio(pulse_server, tiny_repo, tmp_path, sched
     assert "late" in out and "lost 0" in out  # final summary line (plain UI: not a TTY)
 
 
-def test_chat_ctrl_c_ends_cleanly_and_saves(pulse_server, tiny_repo, tmp_path):  # noqa: F811
+def test_chat_ctrl_c_ends_cleanly_and_saves(pulse_server, tiny_repo, tmp_path):
     tr = tmp_path / "t.json"
     p = chat(pulse_server, "--model-dir", str(tiny_repo), "--transcript", str(tr))
     try:
@@ -114,7 +90,7 @@ def test_chat_ctrl_c_ends_cleanly_and_saves(pulse_server, tiny_repo, tmp_path): 
     assert "transcript saved" in out
 
 
-def test_chat_unknown_device_is_one_line(pulse_server, tiny_repo):  # noqa: F811
+def test_chat_unknown_device_is_one_line(pulse_server, tiny_repo):
     p = chat(pulse_server, "--model-dir", str(tiny_repo), "--output-device", "99")
     out, err = p.communicate(timeout=60)
     assert p.returncode == 1 and err.strip().startswith("error: cannot use output device 99")
@@ -122,6 +98,6 @@ def test_chat_unknown_device_is_one_line(pulse_server, tiny_repo):  # noqa: F811
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="PulseAudio test server is Linux-only")
-def test_pulse_env_is_private(pulse_server):  # noqa: F811
+def test_pulse_env_is_private(pulse_server):
     assert pulse_server.env["PULSE_SERVER"].startswith("unix:")
     assert str(pulse_server.root) in pulse_server.env["HOME"]

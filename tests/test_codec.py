@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from moshi_mlx.checkpoint import MIMI_FILE
-from moshi_mlx.codec import load_mimi, prefer_system_blas, stored_codebooks
+from moshi_mlx.codec import load_mimi, stored_codebooks
 from moshi_mlx.config import MimiConfig, mimi_202407
 from moshi_mlx.models.mimi.synthetic import speech_like_signal, write_random_checkpoint
 
@@ -127,11 +127,3 @@ def test_rustymimi_backend_agrees_with_ours(full_size):
         assert (np.concatenate(got, -1) == c_rust[..., :4]).mean() >= 0.99
         dec = np.concatenate([codec.decode_step(c_rust[..., i:i + 1], s1) for i in range(4)], -1)
         assert np.abs(dec - a_rust[..., : 4 * 1920]).max() <= AUDIO_TOL
-
-
-def test_prefer_system_blas_is_a_no_op_once_mlx_is_imported(monkeypatch):
-    import mlx.core  # noqa: F401  (already imported by the package under test)
-
-    assert prefer_system_blas() is None
-    monkeypatch.setenv("MOSHI_MLX_BLAS", "reference")
-    assert prefer_system_blas() is None

@@ -7,7 +7,7 @@ import pytest
 
 from moshi_mlx.config import LmConfig, MimiConfig, mimi_202407, moshi_v0_1
 
-# Kyutai's `_lm_kwargs` for moshiko/moshika 2024-09 (reference.md section 1).
+# Kyutai's `_lm_kwargs` for moshiko/moshika 2024-09 (`moshi/models/loaders.py`; docs/checkpoints.md).
 KYUTAI_LM_KWARGS = {
     "dim": 4096,
     "text_card": 32000,
@@ -43,7 +43,7 @@ KYUTAI_LM_KWARGS = {
 def test_kyutai_kwargs_equal_preset():
     cfg = LmConfig.from_dict(KYUTAI_LM_KWARGS)
     assert cfg == moshi_v0_1()
-    # Derived sizes of the real checkpoint (reference.md section 1).
+    # Derived sizes of the real checkpoint (docs/checkpoints.md).
     assert cfg.dim_feedforward == 16896
     assert cfg.dim_feedforward * 2 // 3 == 11264
     assert cfg.dep_dim_feedforward == 4224

@@ -21,7 +21,6 @@ from moshi_mlx.conversation import (
     choose_schedule,
     frames_of,
 )
-from moshi_mlx.testing.fixtures import tiny_repo, tiny_repos  # noqa: F401
 from moshi_mlx.tokenizer import TextTokenizer
 
 
@@ -51,7 +50,7 @@ class ScriptedGen:
 
 
 @pytest.fixture(scope="module")
-def parts(tiny_repo):  # noqa: F811
+def parts(tiny_repo):
     mimi = load_mimi(tiny_repo, num_codebooks=8)
     tok = TextTokenizer(tiny_repo / "tokenizer_spm_32k_3.model")
     return mimi, tok

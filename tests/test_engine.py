@@ -8,8 +8,7 @@ from moshi_mlx.config import LmConfig
 from moshi_mlx.engine import LmGen, aligned_codes, teacher_forced_logits
 from moshi_mlx.models.lm import Lm
 from moshi_mlx.sampling import GREEDY, Sampler
-
-from .conftest import tiny_lm_kwargs
+from tests.helpers import tiny_lm_kwargs
 
 STEPS = 14  # > context (6): the rotating cache wraps
 

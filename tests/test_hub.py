@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from moshi_mlx import hub
 from moshi_mlx.checkpoint import MIMI_FILE, TOKENIZER_FILE
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def make_cached_repo(cache: Path, repo: str, files: dict[str, bytes]) -> Path:
-    """Write the huggingface_hub cache layout (refs/main -> snapshots/<commit>/<file>)."""
-    root = cache / ("models--" + repo.replace("/", "--"))
-    (root / "refs").mkdir(parents=True)
-    (root / "refs" / "main").write_text(COMMIT)
-    snap = root / "snapshots" / COMMIT
-    snap.mkdir(parents=True)
-    for name, data in files.items():
-        (snap / name).write_bytes(data)
-    return snap
+from tests.helpers import make_cached_repo
 
 
 @pytest.fixture

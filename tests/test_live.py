@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from moshi_mlx.audio import live
-from tests.audio_server import pulse_server  # noqa: F401  (fixture)
 
 
 @pytest.mark.parametrize("sr_in,sr_out", [(48000, 24000), (44100, 24000), (24000, 48000)])
@@ -92,7 +91,7 @@ def test_pick_rate_falls_back_to_native_rate():
     assert live._pick_rate(FakeSd(), "input", None) == 44100
 
 
-def test_loopback_through_pulseaudio(pulse_server, tmp_path):  # noqa: F811
+def test_loopback_through_pulseaudio(pulse_server, tmp_path):
     sr = 24000
     tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(sr * 2) / sr) * 32767).astype("<i2")
     wav = tmp_path / "tone.wav"
@@ -124,7 +123,7 @@ def test_loopback_through_pulseaudio(pulse_server, tmp_path):  # noqa: F811
     assert abs(spec.argmax() * sr / 8000 - 440) < 10
 
 
-def test_resampled_devices_through_pulseaudio(pulse_server, monkeypatch):  # noqa: F811
+def test_resampled_devices_through_pulseaudio(pulse_server, monkeypatch):
     """Devices that refuse 24 kHz: opened at 48 kHz (mic) and 44.1 kHz (speaker) and resampled."""
     rates = {"input": 48000, "output": 44100}
     monkeypatch.setattr(live, "_pick_rate", lambda sd, kind, device: rates[kind])
@@ -142,7 +141,7 @@ def test_resampled_devices_through_pulseaudio(pulse_server, monkeypatch):  # noq
     assert audio.stats.output_frames >= 8  # (drops here would only reflect machine load)
 
 
-def test_recovers_after_a_slow_model_through_pulseaudio(pulse_server):  # noqa: F811
+def test_recovers_after_a_slow_model_through_pulseaudio(pulse_server):
     """A model stalling for ~1 s: old input is dropped past a small input bound (counted lost),
     then the output backlog shrinks back by skipping quiet frames."""
     with live.LiveAudio("pulse", "pulse", max_lag_frames=4) as audio:

@@ -20,7 +20,7 @@ import pytest
 from moshi_mlx import load_lm
 from moshi_mlx.delays import undelay_mask
 from moshi_mlx.loading import save_lm
-from tests.conftest import LM_GOLDENS
+from tests.helpers import LM_GOLDENS
 
 RTOL = 1e-4
 

@@ -11,13 +11,13 @@ import pytest
 from mlx.utils import tree_flatten
 
 from moshi_mlx import load_lm
+from moshi_mlx.compute import apply_policy, decide_policy
 from moshi_mlx.config import LmConfig
 from moshi_mlx.loading import save_lm
 from moshi_mlx.models.lm import Lm
 from moshi_mlx.quant import detect_quantization, quantize_lm, quantized_modules
 from moshi_mlx.weights.lm import detect_format, map_lm_torch
-from tests.conftest import GOLDEN, tiny_lm_kwargs
-from tests.test_lm_api import random_lm
+from tests.helpers import GOLDEN, random_lm, tiny_lm_kwargs
 
 REAL_CFG = json.loads((GOLDEN / "lm_real_config.json").read_text())
 REAL_PT = GOLDEN / "lm_real_weights.safetensors"
@@ -91,6 +91,7 @@ def test_quantization_detected_from_tensors(bits, group_size, tmp_path):
     lm = random_lm(cfg, 11)
     lm.set_dtype(mx.bfloat16)  # as Kyutai's files: bf16 model, then quantized
     quantize_lm(lm, {"group_size": group_size, "bits": bits})
+    apply_policy(lm, decide_policy("stored"))  # what the loader does: the same kernel inputs
     # A file name with no hint and a config with no "quantization" block.
     mx.save_safetensors(str(tmp_path / "weights.safetensors"), dict(tree_flatten(lm.parameters())))
     loaded = load_lm(tmp_path / "weights.safetensors", config=kwargs, dtype="stored")

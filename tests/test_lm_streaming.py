@@ -22,7 +22,7 @@ def real(request):
 
     from safetensors.numpy import load_file
 
-    from tests.conftest import GOLDEN
+    from tests.helpers import GOLDEN
 
     cfg = json.loads((GOLDEN / "lm_real_config.json").read_text())
     io = load_file(str(GOLDEN / "lm_real_io.safetensors"))

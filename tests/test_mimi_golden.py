@@ -14,35 +14,20 @@ point (checked below on the frames where PyTorch's two modes still agree).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
 
-from moshi_mlx.config import MimiConfig
-from moshi_mlx.models.mimi.mimi import Mimi
-from moshi_mlx.weights.mimi import map_mimi_torch
+from tests.helpers import load_mimi_case
 
 DATA = Path(__file__).parent / "golden" / "data"
 AUDIO_TOL = 1e-5
 
 
-def load_case(name: str, compiled: bool = True) -> tuple[Mimi, dict, dict]:
-    meta = json.loads((DATA / f"mimi_{name}.json").read_text())
-    cfg = MimiConfig.from_dict(meta["config"])
-    data = load_file(str(DATA / f"mimi_{name}.safetensors"))
-    weights = {k[len("weights."):]: mx.array(v) for k, v in data.items() if k.startswith("weights.")}
-    model = Mimi(cfg, compiled=compiled)
-    model.load_weights(list(map_mimi_torch(weights, cfg).items()), strict=True)
-    return model, data, meta
-
-
 @pytest.fixture(scope="module", params=["small", "dilated"])
 def case(request):
-    return load_case(request.param)
+    return load_mimi_case(request.param)
 
 
 def test_codes_identical_to_pytorch(case):

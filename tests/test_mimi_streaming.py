@@ -15,20 +15,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from .test_mimi_golden import load_case
+from tests.helpers import load_mimi_case
 
 TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def small():
-    model, data, meta = load_case("small", compiled=False)
+    model, data, meta = load_mimi_case("small", compiled=False)
     return model, data
 
 
 def test_compiled_equals_eager(small):
     eager, data = small
-    compiled, _, _ = load_case("small", compiled=True)
+    compiled, _, _ = load_mimi_case("small", compiled=True)
     np.testing.assert_array_equal(np.array(compiled.encode(data["pcm"])),
                                   np.array(eager.encode(data["pcm"])))
     state_c, state_e = compiled.init_state(2), eager.init_state(2)
@@ -42,7 +42,7 @@ def test_steps_move_to_another_stream(small):
     """The pipelined schedule decodes under `mx.stream(cpu)`: the compiled step is traced again
     on that stream (a trace keeps its stream) and continues the same decoder state exactly."""
     _, data = small
-    model, _, _ = load_case("small", compiled=True)
+    model, _, _ = load_mimi_case("small", compiled=True)
     ref_state, state = model.init_state(2), model.init_state(2)
     other = mx.new_stream(mx.cpu)
     for i in range(4):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +17,9 @@ import pytest
 from moshi_mlx import load_lm
 from quantize.cli import main_quantize, main_report
 from quantize.report import kl_divergence, markdown, top1_agreement
+from tests.helpers import KY_CFG, convert, make_source
 
-from .test_quantize_helpers import KY_CFG, convert, make_source, tiny_repo  # noqa: F401
-
-KYENV = Path("/work/kyenv/bin/python")
+KYUTAI_PYTHON = os.environ.get("KYUTAI_PYTHON")  # Kyutai's moshi_mlx env, docs/environments.md
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,7 +34,7 @@ def test_metric_math():
     assert top1_agreement(a, b).tolist() == [1.0, 0.0]
 
 
-def test_report_compare_numbers_are_computed(tiny_repo, tmp_path, capsys):  # noqa: F811
+def test_report_compare_numbers_are_computed(tiny_repo, tmp_path, capsys):
     outs = {r: convert(tiny_repo, tmp_path / r, r) for r in ("bf16", "q8", "q4", "mixed-q4q8")}
     js = tmp_path / "report.json"
     rc = main_report([str(outs["bf16"]), "--reference", str(tiny_repo), "--compare",
@@ -59,7 +59,7 @@ def test_report_compare_numbers_are_computed(tiny_repo, tmp_path, capsys):  # no
     from mlx_lm.utils import compute_bits_per_weight  # same definition, counted on the model
 
     for r in ("q4", "mixed-q4q8"):
-        want = compute_bits_per_weight(load_lm(outs[r]))
+        want = compute_bits_per_weight(load_lm(outs[r], dtype="stored"))
         assert rows[r]["bits_per_weight"] == pytest.approx(want, rel=1e-9)
     assert bf16["size_bytes"] > q8["size_bytes"] > mixed["size_bytes"] > q4["size_bytes"]
     out = capsys.readouterr().out
@@ -67,7 +67,7 @@ def test_report_compare_numbers_are_computed(tiny_repo, tmp_path, capsys):  # no
     assert markdown(rep).count("\n") == 5
 
 
-def test_cli_quantize_end_to_end(tiny_repo, tmp_path, capsys):  # noqa: F811
+def test_cli_quantize_end_to_end(tiny_repo, tmp_path, capsys):
     out = tmp_path / "custom"
     assert main_quantize([str(tiny_repo), str(out), "--bits", "6", "--group-size", "64",
                           "--scales", "float16", "--report-steps", "16"]) == 0
@@ -93,7 +93,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert (src / "model.safetensors").is_file()
 
 
-@pytest.mark.skipif(not KYENV.exists(), reason="Kyutai's moshi_mlx env (/work/kyenv) not present")
+@pytest.mark.skipif(not KYUTAI_PYTHON, reason="KYUTAI_PYTHON (Kyutai's moshi_mlx env) not set")
 @pytest.mark.parametrize("recipe, scales", [("q4", None), ("q8", None), ("bf16", None),
                                             ("q8", "float16")])
 def test_plain_outputs_load_in_kyutai_moshi_mlx(tmp_path, recipe, scales):
@@ -101,7 +101,7 @@ def test_plain_outputs_load_in_kyutai_moshi_mlx(tmp_path, recipe, scales):
     text logits equal ours (same weights, float32 compute on both sides)."""
     src = make_source(tmp_path / "src", KY_CFG)
     out = convert(src, tmp_path / recipe, recipe, scales)
-    res = subprocess.run([str(KYENV), str(ROOT / "quantize" / "kyutai_check.py"), str(out),
+    res = subprocess.run([KYUTAI_PYTHON, str(ROOT / "quantize" / "kyutai_check.py"), str(out),
                           "--float32"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -119,7 +119,7 @@ def test_plain_outputs_load_in_kyutai_moshi_mlx(tmp_path, recipe, scales):
     assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(theirs).max()
 
 
-def test_module_entry_point_runs(tiny_repo, tmp_path):  # noqa: F811
+def test_module_entry_point_runs(tiny_repo, tmp_path):
     res = subprocess.run([sys.executable, "-m", "quantize.cli", "quantize", str(tiny_repo),
                           str(tmp_path / "q8"), "--recipe", "q8", "--no-report", "-q"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -129,7 +129,7 @@ def test_module_entry_point_runs(tiny_repo, tmp_path):  # noqa: F811
 
 def test_report_on_bare_pytorch_reference_file(tmp_path):
     """A reference file with no config.json beside it borrows the converted model's config."""
-    from .test_quantize_helpers import GOLDEN
+    from tests.helpers import GOLDEN
 
     src = GOLDEN / "lm_real_weights.safetensors"
     if not src.exists():
@@ -144,7 +144,7 @@ def test_report_on_bare_pytorch_reference_file(tmp_path):
 
 
 @pytest.mark.parametrize("recipe", ["q4", "mixed-q4q8"])
-def test_converted_tiny_model_runs_in_cli_run(tiny_repo, tmp_path, recipe):  # noqa: F811
+def test_converted_tiny_model_runs_in_cli_run(tiny_repo, tmp_path, recipe):
     if not (ROOT / "cli.py").exists():
         pytest.skip("cli.py not present")
     from moshi_mlx.audio.wav import read_wav, write_wav

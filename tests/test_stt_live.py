@@ -19,10 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from moshi_mlx.stt import Transcriber
-from moshi_mlx.testing.fixtures import tiny_stt_repo  # noqa: F401
-from tests.audio_server import pulse_server  # noqa: F401
-from tests.test_cli import one_line_error, read_wav, run_cli, speechlike, write_wav
-from tests.test_cli_chat import wait_for
+from tests.helpers import one_line_error, read_wav, run_cli, speechlike, wait_for, write_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +32,7 @@ def transcribe(server, *args: str) -> subprocess.Popen:
 
 
 def test_live_transcript_equals_the_file_transcript_of_what_was_heard(
-        pulse_server, tiny_stt_repo, tmp_path):  # noqa: F811
+        pulse_server, tiny_stt_repo, tmp_path):
     user = write_wav(tmp_path / "user.wav", speechlike(2.5, 24000, seed=3), 24000)
     out, rec = tmp_path / "live.json", tmp_path / "heard.wav"
     p = transcribe(pulse_server, "--model-dir", str(tiny_stt_repo), "--duration", "4",
@@ -61,7 +58,7 @@ def test_live_transcript_equals_the_file_transcript_of_what_was_heard(
     assert "words" in stdout and "Traceback" not in stdout
 
 
-def test_live_ctrl_c_finishes_and_saves(pulse_server, tiny_stt_repo, tmp_path):  # noqa: F811
+def test_live_ctrl_c_finishes_and_saves(pulse_server, tiny_stt_repo, tmp_path):
     out = tmp_path / "live.txt"
     p = transcribe(pulse_server, "--model-dir", str(tiny_stt_repo), "--output", str(out))
     try:
@@ -77,7 +74,7 @@ def test_live_ctrl_c_finishes_and_saves(pulse_server, tiny_stt_repo, tmp_path): 
     assert "s transcribed" in stdout
 
 
-def test_live_unknown_device_is_one_line_before_loading(capsys, pulse_server):  # noqa: F811
+def test_live_unknown_device_is_one_line_before_loading(capsys, pulse_server):
     # no model anywhere: the device is checked first
     rc, _, err = run_cli(capsys, "transcribe", "--model-dir", "/nonexistent", "--input-device", "99")
     assert one_line_error(rc, err).startswith("error: cannot use input device 99")

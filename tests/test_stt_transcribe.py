@@ -16,9 +16,8 @@ from moshi_mlx.loading import read_weights
 from moshi_mlx.stt import Transcriber, VadEvent, Word
 from moshi_mlx.stt.outputs import to_srt, to_text
 from moshi_mlx.stt.transcriber import Transcript
-from moshi_mlx.testing.fixtures import tiny_repo, tiny_repos, tiny_stt_repo  # noqa: F401
 from moshi_mlx.weights.lm import detect_format
-from tests.test_cli import one_line_error, run_cli, speechlike, write_wav
+from tests.helpers import one_line_error, run_cli, speechlike, write_wav
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +30,11 @@ def wavs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tr(tiny_stt_repo):  # noqa: F811
+def tr(tiny_stt_repo):
     return Transcriber.load(model_dir=tiny_stt_repo)
 
 
-def test_tiny_stt_repo_has_the_real_layout(tiny_stt_repo, tr):  # noqa: F811
+def test_tiny_stt_repo_has_the_real_layout(tiny_stt_repo, tr):
     cfg = json.loads((tiny_stt_repo / "config.json").read_text())
     assert cfg["model_type"] == "stt" and cfg["stt_config"]["audio_delay_seconds"] == 0.5
     assert cfg["mimi_name"] == "mimi-pytorch-e351c8d8@125.safetensors"
@@ -49,7 +48,7 @@ def words(t: Transcript) -> list[tuple[str, float, float]]:
     return [(w.text, w.start, w.stop) for w in t.words]
 
 
-def test_cli_json_contract_equals_the_api(capsys, tmp_path, tiny_stt_repo, tr, wavs):  # noqa: F811
+def test_cli_json_contract_equals_the_api(capsys, tmp_path, tiny_stt_repo, tr, wavs):
     out = tmp_path / "out.json"
     rc, stdout, err = run_cli(capsys, "transcribe", "--model-dir", tiny_stt_repo, "--input",
                               wavs[1], "--output", out)
@@ -95,7 +94,7 @@ def test_batch_equals_each_file_alone(tr, wavs):
     assert sum(frames) == int(np.ceil(2.0 / 0.08)) + int(np.ceil(1.2 / 0.08))
 
 
-def test_cli_batch_writes_one_file_per_input(capsys, tmp_path, tiny_stt_repo, wavs):  # noqa: F811
+def test_cli_batch_writes_one_file_per_input(capsys, tmp_path, tiny_stt_repo, wavs):
     rc, out, err = run_cli(capsys, "transcribe", "--model-dir", tiny_stt_repo, "-i", wavs[0],
                            "-i", wavs[1], "--output-dir", tmp_path, "--format", "srt",
                            "--batch-size", "2")
@@ -120,14 +119,14 @@ def test_txt_and_srt_renderings():
     (["--temp", "-1"], "--temp"),
     (["--input-device", "0"], "live microphone"),
 ])
-def test_cli_mistakes_are_one_line(capsys, tmp_path, tiny_stt_repo, wavs, args, needle):  # noqa: F811
+def test_cli_mistakes_are_one_line(capsys, tmp_path, tiny_stt_repo, wavs, args, needle):
     args = [a.replace("{b}", str(wavs[1])) for a in args]
     args = [str(tmp_path / a) if a.startswith(("o.", "nowhere")) else a for a in args]
     rc, _, err = run_cli(capsys, "transcribe", "--model-dir", tiny_stt_repo, "-i", wavs[0], *args)
     assert needle in one_line_error(rc, err)
 
 
-def test_cli_bad_inputs_and_a_moshi_model(capsys, tmp_path, tiny_stt_repo, tiny_repo):  # noqa: F811
+def test_cli_bad_inputs_and_a_moshi_model(capsys, tmp_path, tiny_stt_repo, tiny_repo):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not a wav at all")
     for path, needle in ((tmp_path / "missing.wav", "no such file"), (bad, "not a WAV file")):
@@ -140,7 +139,7 @@ def test_cli_bad_inputs_and_a_moshi_model(capsys, tmp_path, tiny_stt_repo, tiny_
     assert "stt-1b" in one_line_error(rc, err)
 
 
-def test_tiny_repo_kind_stt_q4_and_quantize_at_load(tmp_path, tiny_stt_repo, tr, wavs):  # noqa: F811
+def test_tiny_repo_kind_stt_q4_and_quantize_at_load(tmp_path, tiny_stt_repo, tr, wavs):
     from moshi_mlx.quant import quantized_modules
     from moshi_mlx.testing.tiny_repo import main
 

@@ -13,11 +13,10 @@ from moshi_mlx import hub, load_lm
 from moshi_mlx.checkpoint import MIMI_FILE, TOKENIZER_FILE
 from moshi_mlx.config import LmConfig, MimiConfig
 from moshi_mlx.quant import quantized_modules
-from moshi_mlx.testing.fixtures import tiny_repo, tiny_repos  # noqa: F401
 from moshi_mlx.testing.tiny_repo import main
 
 
-def test_layout_and_config(tiny_repo):  # noqa: F811
+def test_layout_and_config(tiny_repo):
     names = sorted(p.name for p in tiny_repo.iterdir())
     assert names == ["config.json", "model.safetensors", MIMI_FILE, TOKENIZER_FILE]
     cfg = json.loads((tiny_repo / "config.json").read_text())
@@ -32,7 +31,7 @@ def test_layout_and_config(tiny_repo):  # noqa: F811
     assert files.lm_weight == tiny_repo / "model.safetensors" and files.precision == "bf16"
 
 
-def test_tokenizer_has_kyutai_special_ids(tiny_repo):  # noqa: F811
+def test_tokenizer_has_kyutai_special_ids(tiny_repo):
     sp = sentencepiece.SentencePieceProcessor(model_file=str(tiny_repo / TOKENIZER_FILE))
     assert [sp.id_to_piece(i) for i in range(4)] == ["<unk>", "<s>", "</s>", "<pad>"]
     cfg = json.loads((tiny_repo / "config.json").read_text())
@@ -40,7 +39,7 @@ def test_tokenizer_has_kyutai_special_ids(tiny_repo):  # noqa: F811
     assert sp.decode(sp.encode("Hello, how are you?")) == "Hello, how are you?"
 
 
-def test_mimi_uses_released_pytorch_names(tiny_repo):  # noqa: F811
+def test_mimi_uses_released_pytorch_names(tiny_repo):
     w = load_file(str(tiny_repo / MIMI_FILE))
     assert "encoder.model.0.conv.conv.weight" in w
     assert "quantizer.rvq_first.vq.layers.0._codebook.embedding_sum" in w
@@ -51,7 +50,7 @@ def test_mimi_uses_released_pytorch_names(tiny_repo):  # noqa: F811
 
 
 @pytest.mark.parametrize("quant,bits,group", [("q8", 8, 64), ("q4", 4, 32)])
-def test_quantized_repos_load_strictly(tiny_repos, quant, bits, group):  # noqa: F811
+def test_quantized_repos_load_strictly(tiny_repos, quant, bits, group):
     d = tiny_repos(quant)
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["quantization"]["bits"] == bits and cfg["moshi_name"] == f"model.{quant}.safetensors"
@@ -61,7 +60,7 @@ def test_quantized_repos_load_strictly(tiny_repos, quant, bits, group):  # noqa:
     assert "text_emb" in q and "depformer.slices.0.linear_out" in q
 
 
-def test_deterministic_per_seed(tmp_path, tiny_repo):  # noqa: F811
+def test_deterministic_per_seed(tmp_path, tiny_repo):
     assert main([str(tmp_path / "a"), "--seed", "0"]) == 0
     assert main([str(tmp_path / "b"), "--seed", "1"]) == 0
     for name in ("model.safetensors", MIMI_FILE, TOKENIZER_FILE, "config.json"):
@@ -70,7 +69,7 @@ def test_deterministic_per_seed(tmp_path, tiny_repo):  # noqa: F811
         tiny_repo / "model.safetensors").read_bytes()
 
 
-def test_moshi_hears_the_user(tiny_repo):  # noqa: F811
+def test_moshi_hears_the_user(tiny_repo):
     """The tiny Mimi gives silence, a tone and noise different codes, so Moshi's (seeded) answer
     depends on what the user says. With unit-normal codebooks every input encoded to one code."""
     from moshi_mlx.audio.pipeline import Settings, load_model
@@ -95,7 +94,7 @@ def test_moshi_hears_the_user(tiny_repo):  # noqa: F811
         assert np.abs(answers[a] - answers[b]).max() > 1e-3, (a, b)
 
 
-def test_moshi_speaks_at_speech_level_without_clipping(tiny_repo):  # noqa: F811
+def test_moshi_speaks_at_speech_level_without_clipping(tiny_repo):
     """The Mimi gain is calibrated on the codes the random LM emits: about -20 dBFS (it used to be
     calibrated on a user-audio round trip, and Moshi's voice came out at -12 dBFS, clipping)."""
     from moshi_mlx.audio.pipeline import Settings, load_model

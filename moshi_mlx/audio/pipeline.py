@@ -19,16 +19,17 @@ from typing import Any
 
 from ..conversation import SCHEDULES, Conversation, FrameTiming, ScheduleChoice, choose_schedule
 from ..hub import ModelFiles
+from ..sampling import DEFAULT_AUDIO, DEFAULT_TEXT
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Settings:
-    text_temp: float = 0.7
-    text_top_k: int = 25
-    audio_temp: float = 0.8
-    audio_top_k: int = 250
+    text_temp: float = DEFAULT_TEXT.temp
+    text_top_k: int = DEFAULT_TEXT.top_k
+    audio_temp: float = DEFAULT_AUDIO.temp
+    audio_top_k: int = DEFAULT_AUDIO.top_k
     seed: int | None = 299792458  # Kyutai's MLX entry points use this seed
     dtype: str = "auto"
     mimi_backend: str = "mlx"

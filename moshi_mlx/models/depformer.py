@@ -22,10 +22,10 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import LmConfig
-from ..nn.cpu_linear import Linear
 from ..nn.embedding import ScaledEmbedding
 from ..nn.factored_embedding import FactoredEmbedding
 from ..nn.kv_cache import ConcatenateKVCache
+from ..nn.linear import Linear
 from ..nn.transformer import Transformer, TransformerConfig
 
 # sample(logits [B, card], k) -> ids [B]; k is the depformer step (codebook index).

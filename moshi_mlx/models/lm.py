@@ -35,11 +35,10 @@ layers; their conditions are explicit state: `cond = lm.conditions(values)` once
 (see `models/conditioning.py`), then `lm.embed(tokens, cond)`, `lm.temporal(x, cache, cond)`,
 `lm.forward(codes, cond)`.
 
-`lm.act_dtype` (None, or an mx dtype set by the loader) is the activation dtype: embeddings are
-cast to it, so float32 activations with bf16 or quantized weights are possible (the fast recipe on
-MLX's CPU, chosen by `load_lm(dtype=None)`; see `moshi_mlx.loading`). Linear layers are
-`moshi_mlx.nn.cpu_linear.Linear`, which may hold a float32 compute copy outside the parameters;
-`Lm.update` (hence `load_weights`) drops such copies.
+`lm.act_dtype` (None, or an mx dtype set by the compute policy, `moshi_mlx.compute`) is the
+activation dtype: embeddings are cast to it, so float32 activations with quantized weights are
+possible (the fast recipe on MLX's CPU, chosen by `load_lm(dtype=None)`). The model holds no state
+beside its parameters: how they are stored (dtype, memory layout) is decided at load time.
 """
 
 from __future__ import annotations
@@ -49,9 +48,9 @@ import mlx.nn as nn
 
 from ..config import LmConfig
 from ..delays import delay_codes, initial_tokens, undelay
-from ..nn.cpu_linear import Linear, drop_compute_copies
 from ..nn.embedding import ScaledEmbedding
 from ..nn.factored_embedding import FactoredEmbedding
+from ..nn.linear import Linear
 from ..nn.transformer import Transformer, make_norm
 from .conditioning import Conditions, make_condition_provider, prepare_conditions
 from .depformer import Depformer, StepSampler
@@ -80,12 +79,6 @@ class Lm(nn.Module):
             Linear(cfg.dim, cfg.extra_heads_dim, bias=False)
             for _ in range(cfg.extra_heads_num_heads)
         ]
-
-    def update(self, parameters: dict, strict: bool = True) -> Lm:
-        """`nn.Module.update` (also behind `load_weights`, `set_dtype`); drops the CPU compute
-        copies of Linear weights (`moshi_mlx.nn.cpu_linear`) so they never go stale."""
-        drop_compute_copies(self)
-        return super().update(parameters, strict=strict)
 
     # Sizes -----------------------------------------------------------------------------------
     @property

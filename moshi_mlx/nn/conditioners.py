@@ -31,7 +31,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from .cpu_linear import Linear
+from .linear import Linear
 
 _COND_KEYS = {"lut": {"n_bins", "dim", "tokenizer", "possible_values", "init_scale",
                       "force_linear", "output_bias", "learn_padding", "pad_empty"},

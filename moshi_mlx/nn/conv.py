@@ -14,7 +14,9 @@ Layout is NLC (`[B, T, C]`, MLX's convention). Weights keep Kyutai's MLX shapes 
 shapes equal Kyutai's MLX Mimi: conv `[out, k, in]`, transposed conv `[out // groups, k, in]`.
 MLX's CPU `conv1d` / `conv_transpose1d` are slow (the latter multiplies the stride-dilated zeros), so
 both are computed as one matmul each: im2col for the conv, and for the transposed conv one product
-with all taps followed by an overlap-add of `ceil(k / stride)` shifted phases.
+with all taps followed by an overlap-add of `ceil(k / stride)` shifted phases. The weight holders'
+`matmul_view` gives the matrix each product reads (a view of the weight); the compute policy
+(`moshi_mlx.compute`) may store the weight so that this view is contiguous.
 
 Streaming modules are pure: `module(x, state) -> (y, state)`; `module.init_state(batch_size)` gives the
 state of a fresh stream (a dict of arrays, so it can cross `mx.compile`).
@@ -23,24 +25,12 @@ state of a fresh stream (a dict of arrays, so it can cross `mx.compile`).
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 
 State = dict[str, Any]
-
-# Store transposed weight matrices as contiguous copies where the BLAS wants them: the Linux
-# `mlx[cpu]` wheel's reference BLAS runs `x @ W.T` about 2.5x slower than `x @ Wt`. Elsewhere
-# (Accelerate, Metal) a transposed operand costs nothing, so keep views and save the memory.
-COPY_TRANSPOSED = sys.platform != "darwin"
-
-
-def as_matrix(m: mx.array) -> mx.array:
-    """`m` as used in matmuls: a contiguous copy if `COPY_TRANSPOSED`, else `m` itself."""
-    return mx.contiguous(m) if COPY_TRANSPOSED else m
-
 
 class Conv1d(nn.Module):
     """Plain conv weights `[out, k, in]` (+ bias); applied by `StreamingConv1d`."""
@@ -51,6 +41,17 @@ class Conv1d(nn.Module):
         self.weight = mx.random.uniform(-scale, scale, (out_channels, kernel_size, in_channels))
         if bias:
             self.bias = mx.zeros((out_channels,))
+
+    @staticmethod
+    def matmul_view(w: mx.array) -> mx.array:
+        """`[out, k, in]` -> the `[k * in, out]` im2col matrix (tap-major). Transposed before the
+        reshape, so it is a free view of a weight stored `[k, in, out]` (`moshi_mlx.compute`)."""
+        return w.transpose(1, 2, 0).reshape(-1, w.shape[0])
+
+    def from_matmul_view(self, m: mx.array) -> mx.array:
+        """Inverse of `matmul_view`."""
+        out, k, cin = self.weight.shape
+        return m.reshape(k, cin, out).transpose(2, 0, 1)
 
 
 class ConvTranspose1d(nn.Module):
@@ -67,6 +68,21 @@ class ConvTranspose1d(nn.Module):
         )
         if bias:
             self.bias = mx.zeros((out_channels,))
+        self.depthwise = groups > 1
+
+    def matmul_view(self, w: mx.array) -> mx.array:
+        """`[out, k, in]` -> `[in, k * out]` (all taps, one product; a free view of a weight
+        stored `[in, k, out]`); depthwise: `[k, C]`."""
+        if self.depthwise:
+            return w[0]  # an elementwise product, not a matmul
+        return w.transpose(2, 1, 0).reshape(w.shape[2], -1)
+
+    def from_matmul_view(self, m: mx.array) -> mx.array:
+        """Inverse of `matmul_view`."""
+        out, k, cin = self.weight.shape
+        if self.depthwise:
+            return m[None]
+        return m.reshape(cin, k, out).transpose(2, 1, 0)
 
 
 class NormConv1d(nn.Module):
@@ -108,7 +124,6 @@ class StreamingConv1d(nn.Module):
         self._stride = stride
         self._dilation = dilation
         self._replicate = pad_mode == "replicate"
-        self._w_cache: tuple[mx.array, mx.array] | None = None
 
     @property
     def stride(self) -> int:
@@ -126,12 +141,8 @@ class StreamingConv1d(nn.Module):
         return state
 
     def _matrix(self) -> mx.array:
-        """Weights as one `[k * in, out]` matrix (im2col order: tap-major), cached per weight array."""
-        w = self.conv.conv.weight
-        if self._w_cache is None or self._w_cache[0] is not w:
-            mat = w.reshape(self._out, self._k * self._in).T
-            self._w_cache = (w, as_matrix(mat))
-        return self._w_cache[1]
+        """Weights as one `[k * in, out]` matrix (im2col order: tap-major), a view."""
+        return self.conv.conv.matmul_view(self.conv.conv.weight)
 
     def __call__(self, x: mx.array, state: State) -> tuple[mx.array, State]:
         B, T, C = x.shape
@@ -191,7 +202,6 @@ class StreamingConvTranspose1d(nn.Module):
         self._stride = stride
         self._groups = groups
         self._phases = -(-kernel_size // stride)  # ceil(k / stride)
-        self._w_cache: tuple[mx.array, mx.array] | None = None
 
     @property
     def stride(self) -> int:
@@ -202,21 +212,16 @@ class StreamingConvTranspose1d(nn.Module):
 
     def _matrix(self) -> mx.array:
         """Weights padded to `phases * stride` taps: `[in, taps * out]` (or `[taps, C]` depthwise)."""
-        w = self.convtr.convtr.weight
-        if self._w_cache is None or self._w_cache[0] is not w:
-            taps = self._phases * self._stride
-            if self._groups == 1:
-                # [out, k, in] -> [in, k, out], zero taps appended up to phases * stride.
-                mat = w.transpose(2, 1, 0)
-                if taps > self._k:
-                    mat = mx.pad(mat, [(0, 0), (0, taps - self._k), (0, 0)])
-                mat = mat.reshape(self._in, taps * self._out)
-            else:
-                mat = w[0]  # [k, C]
-                if taps > self._k:
-                    mat = mx.pad(mat, [(0, taps - self._k), (0, 0)])
-            self._w_cache = (w, as_matrix(mat))
-        return self._w_cache[1]
+        convtr = self.convtr.convtr
+        mat = convtr.matmul_view(convtr.weight)  # [in, k * out] or [k, C]: a view
+        taps = self._phases * self._stride
+        if taps == self._k:
+            return mat
+        # Zero taps appended up to phases * stride (k not a multiple of the stride; not Mimi's).
+        if self._groups == 1:
+            mat = mat.reshape(self._in, self._k, self._out)
+            return mx.pad(mat, [(0, 0), (0, taps - self._k), (0, 0)]).reshape(self._in, -1)
+        return mx.pad(mat, [(0, taps - self._k), (0, 0)])
 
     def __call__(self, x: mx.array, state: State) -> tuple[mx.array, State]:
         B, T, _ = x.shape

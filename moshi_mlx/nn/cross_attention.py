@@ -21,7 +21,7 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
-from .cpu_linear import Linear
+from .linear import Linear
 
 CrossKV = tuple[mx.array, mx.array]  # keys, values [B, H, S, head_dim]
 

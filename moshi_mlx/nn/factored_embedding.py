@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from .cpu_linear import Linear
 from .embedding import ScaledEmbedding, _mask_zero, _signed
+from .linear import Linear
 
 
 class FactoredEmbedding(ScaledEmbedding):

@@ -38,12 +38,10 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
-from .cpu_linear import Linear
+from ..config import GATINGS, NORMS, POS_EMBS
 from .cross_attention import CrossAttention, CrossKV
 from .kv_cache import Cache, attention_mask, make_kv_caches
-
-NORMS = ("rms_norm_f32", "rms_norm", "layer_norm", "layer_norm_f32")
-GATINGS = ("silu", "gelu", "none")
+from .linear import Linear
 
 
 @dataclass(frozen=True)
@@ -70,8 +68,9 @@ class TransformerConfig:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.gating not in GATINGS:
             raise ValueError(f"gating must be one of {GATINGS}, got {self.gating!r}")
-        if self.positional_embedding not in ("rope", "none"):
-            raise ValueError(f"positional_embedding must be 'rope' or 'none', got {self.positional_embedding!r}")
+        if self.positional_embedding not in POS_EMBS:
+            raise ValueError(f"positional_embedding must be one of {POS_EMBS}, "
+                             f"got {self.positional_embedding!r}")
         if self.context is not None and self.context <= 0:
             raise ValueError(f"context must be > 0 or None, got {self.context}")
 

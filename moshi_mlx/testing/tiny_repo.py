@@ -4,7 +4,7 @@
     python -m moshi_mlx.testing.tiny_repo OUT_DIR --kind tts [--seed N]   # see tiny_tts.py
     python -m moshi_mlx.testing.tiny_repo OUT_DIR --kind stt   # speech-to-text, see tiny_stt.py
 
-Files (same names, key formats and `config.json` form as the real repos, see TEAM.md):
+Files (same names, key formats and `config.json` form as the real repos, see docs/checkpoints.md):
 - `model.safetensors` / `model.q8.safetensors` / `model.q4.safetensors`: a random `Lm` (dim 64, 2
   temporal layers, 8+8 audio codebooks of 128 bins) in Kyutai's MLX names, quantized with
   `moshi_mlx.quant` (q8: group 64, q4: group 32, as Kyutai's files);

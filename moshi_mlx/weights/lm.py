@@ -2,7 +2,7 @@
 
 Kyutai's MLX files (bf16, q8, q4) already use our parameter names. Their PyTorch release
 (`moshiko-pytorch-bf16/model.safetensors`, and what `tests/golden/make_golden_lm.py` writes) uses
-moshi's names; `map_lm_torch` translates them (reference.md section 4.1):
+moshi's names; `map_lm_torch` translates them (rules below; Kyutai's `moshi_mlx/models/lm.py` has our names):
 
 - `emb.{i}` -> `audio_embs.{i}`; `...self_attn.in_proj_weight` -> `...self_attn.in_proj.weight`
   (moshi 0.2.x `state_dict()` names `in_projs.{i}.weight` / `out_projs.{i}.weight` and the

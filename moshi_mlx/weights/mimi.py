@@ -2,7 +2,7 @@
 
 The released `tokenizer-e351c8d8-checkpoint125.safetensors` uses PyTorch module paths
 (`encoder.model.{idx}...`, `_codebook`, `in_proj_weight`, conv weights `[out, in, k]`, transposed conv
-weights `[in, out/groups, k]`). Our modules use Kyutai's MLX names and layouts (see reference.md 4.3):
+weights `[in, out/groups, k]`). Our modules use Kyutai's MLX names and layouts (Kyutai's `moshi_mlx/models/mimi.py`):
 
 - `encoder.model.{idx}` -> `encoder.init_conv1d` / `layers.{i}.residuals.{j}` / `layers.{i}.downsample`
   / `final_conv1d`, decoder likewise with `layers.{i}.upsample`; indices follow the `nn.Sequential`

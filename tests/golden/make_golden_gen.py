@@ -1,6 +1,6 @@
 """Make the streaming-generation goldens with the PyTorch reference (run by hand, not by pytest).
 
-    /work/refenv/bin/python tests/golden/make_golden_gen.py   # torch 2.13 CPU + moshi 0.2.13
+    $REF_PYTHON tests/golden/make_golden_gen.py   # torch 2.13 CPU + moshi 0.2.13, docs/environments.md
 
 Builds a small random `moshi.models.lm.LMModel` (fp32) with the real model's structure (8 + 8 audio
 streams, delays [0, 0,1x7, 0,1x7], depformer multi-linear + weights per step, context 24 shorter than

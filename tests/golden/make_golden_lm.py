@@ -1,6 +1,6 @@
 """Make the teacher-forced LM goldens with the PyTorch reference (run by hand, not by pytest).
 
-    /work/refenv/bin/python tests/golden/make_golden_lm.py   # torch 2.13 CPU + moshi 0.2.13
+    $REF_PYTHON tests/golden/make_golden_lm.py   # torch 2.13 CPU + moshi 0.2.13, docs/environments.md
 
 For each config in CONFIGS, builds a small random `moshi.models.lm.LMModel` in fp32 (norm weights
 and layer scales randomized too, so they matter), and writes to tests/golden/data/:

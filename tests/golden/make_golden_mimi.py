@@ -1,8 +1,9 @@
 """Regenerate Mimi golden data from the PyTorch reference (`moshi` package).
 
-Run with the reference environment (torch + moshi), from the repository root:
+Run with the reference environment (torch + moshi, see `docs/environments.md`), from the repository
+root:
 
-    /work/refenv/bin/python tests/golden/make_golden_mimi.py
+    $REF_PYTHON tests/golden/make_golden_mimi.py
 
 Writes to tests/golden/data/:
 - `mimi_manifest.json`: key names, shapes and dtypes of the released checkpoint
@@ -206,7 +207,7 @@ def full_size_check(checkpoint: str, pcm_file: str, out_file: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--full-size-check":
-        # /work/refenv/bin/python tests/golden/make_golden_mimi.py --full-size-check CKPT PCM.npy OUT.npz
+        # $REF_PYTHON tests/golden/make_golden_mimi.py --full-size-check CKPT PCM.npy OUT.npz
         full_size_check(*sys.argv[2:])
         raise SystemExit(0)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -5,11 +5,12 @@ Writes `tests/golden/data/lm_7b_manifest.json.gz` with four sections:
   `-q8/model.q8.safetensors`, `-q4/model.q4.safetensors`), made exactly as Kyutai's
   `scripts/quantize_mlx.py` / `local.py` do: `Lm(config_v0_1())`, `set_dtype(bfloat16)`,
   `nn.quantize(bits, group_size)` with q8 = 8 bits / group 64, q4 = 4 bits / group 32.
-  Run with Kyutai's `moshi_mlx` env: `/work/kyenv/bin/python tests/golden/make_lm_manifest.py`.
+  Run with Kyutai's `moshi_mlx` env: `$KYUTAI_PYTHON tests/golden/make_lm_manifest.py`.
 - "torch": the PyTorch release `moshiko-pytorch-bf16/model.safetensors`: moshi's `LMModel(**_lm_kwargs)`
   on torch's meta device, with the per-set attention weights `in_projs.{i}` / `out_projs.{i}`
   concatenated along dim 0 into `in_proj_weight` / `out_proj.weight` as in the released file (the
-  inverse of moshi's `_load_hook`). Run with `/work/refenv/bin/python tests/golden/make_lm_manifest.py`.
+  inverse of moshi's `_load_hook`). Run with `$REF_PYTHON tests/golden/make_lm_manifest.py`.
+Both environments: `docs/environments.md`.
 Each run updates its own sections. MLX arrays are lazy and torch's meta tensors hold no data, so
 neither run allocates the 7B weights.
 """

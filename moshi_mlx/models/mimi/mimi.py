@@ -31,7 +31,7 @@ from ...config import MimiConfig
 from ...nn.conv import StreamingConv1d, StreamingConvTranspose1d
 from .quantizer import EuclideanCodebook, SplitResidualVectorQuantizer
 from .seanet import SeanetDecoder, SeanetEncoder
-from .transformer import NNLinear, ProjectedTransformer
+from .transformer import ProjectedTransformer
 
 # Frames per chunk in full-sequence `encode` / `decode` (bounds memory: the first conv's im2col
 # holds k * 64 floats per sample, ~1 GB for a minute of audio in one pass).
@@ -115,7 +115,7 @@ class Mimi(nn.Module):
         return self
 
     def prepare(self) -> None:
-        """Precompute conv matrices and codebook vectors (eagerly, outside any compiled trace).
+        """Precompute the codebook vectors (eagerly, outside any compiled trace).
 
         Call it after assigning parameters directly (`update` / `load_weights` do it for you):
         compiled steps hold the weights they were traced with, so they are dropped here too.
@@ -123,12 +123,8 @@ class Mimi(nn.Module):
         self._compiled.clear()
         derived = []
         for m in self.modules():
-            if isinstance(m, (StreamingConv1d, StreamingConvTranspose1d)):
-                derived.append(m._matrix())
-            elif isinstance(m, EuclideanCodebook):
+            if isinstance(m, EuclideanCodebook):
                 derived.extend(m.vectors())
-            elif isinstance(m, NNLinear):
-                derived.append(m.matrix())
         mx.eval(derived)
         self._prepared = True
 

@@ -22,50 +22,9 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ...config import MimiConfig
-from ...nn.conv import as_matrix
 from ...nn.transformer import Transformer, TransformerConfig
 
 State = dict[str, Any]
-
-
-class NNLinear(nn.Linear):
-    """`nn.Linear` (same `weight` [out, in]) that multiplies by a cached contiguous `weight.T`.
-
-    MLX's CPU float32 matmul goes through the wheel's reference BLAS on Linux, where `x @ W.T` (a
-    transposed operand) runs about 2.5x slower than `x @ Wt` with `Wt` stored `[in, out]` (on macOS
-    `as_matrix` keeps the free view instead). Local adapter around the shared transformer's layers;
-    `Mimi.prepare()` fills the cache before compiling.
-    """
-
-    def __init__(self, input_dims: int, output_dims: int, bias: bool = True):
-        super().__init__(input_dims, output_dims, bias=bias)
-        self._wt: tuple[mx.array, mx.array] | None = None
-
-    def matrix(self) -> mx.array:
-        w = self.weight
-        if self._wt is None or self._wt[0] is not w:
-            self._wt = (w, as_matrix(w.T))
-        return self._wt[1]
-
-    def __call__(self, x: mx.array) -> mx.array:
-        y = x @ self.matrix()
-        return y + self.bias if "bias" in self else y
-
-
-def _use_nn_linears(module: nn.Module) -> None:
-    """Swap every `nn.Linear` child of the shared transformer for an `NNLinear` with the same weights."""
-    for name, child in module.children().items():
-        if isinstance(child, nn.Linear) and not isinstance(child, NNLinear):
-            out_dim, in_dim = child.weight.shape
-            fast = NNLinear(in_dim, out_dim, bias="bias" in child)
-            fast.update(child.parameters())
-            setattr(module, name, fast)
-        elif isinstance(child, nn.Module):
-            _use_nn_linears(child)
-        elif isinstance(child, list):
-            for c in child:
-                if isinstance(c, nn.Module):
-                    _use_nn_linears(c)
 
 
 class WindowKVCache:
@@ -115,7 +74,6 @@ class ProjectedTransformer(nn.Module):
     def __init__(self, cfg: MimiConfig):
         super().__init__()
         self.transformer = Transformer(transformer_config(cfg))
-        _use_nn_linears(self.transformer)
         self._context = cfg.transformer_context
         self._heads = cfg.transformer_num_heads
         self._head_dim = cfg.dimension // cfg.transformer_num_heads
