@@ -39,7 +39,8 @@ def test_longer_text_gives_longer_audio(tts_repo, tmp_path, capsys):
     short, long = tmp_path / "short.wav", tmp_path / "long.wav"
     assert _speak(["Hello there.", "--model-dir", str(tts_repo), "-o", str(short),
                    "--temp", "0"]) == 0
-    text = "Hello there, how are you doing today? The sun is shining over the hills."
+    text = ("Hello there, how are you doing today? The sun is shining over the hills, and the "
+            "river runs quietly past the old mill.")
     (tmp_path / "text.txt").write_text(text)
     assert _speak(["--text-file", str(tmp_path / "text.txt"), "--model-dir", str(tts_repo),
                    "-o", str(long), "--temp", "0"]) == 0
