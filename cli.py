@@ -263,12 +263,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Linux only: MLX's CPU wheel ships the reference BLAS; a system OpenBLAS, when installed, makes
-    # float32 matmuls (Mimi, the LM's CPU recipe) 2-3x faster. Must run before MLX is imported;
-    # a no-op on macOS (Accelerate) or with MOSHI_MLX_BLAS=reference.
-    from moshi_mlx.codec import prefer_system_blas
-
-    prefer_system_blas()
+    # Importing moshi_mlx before anything imports MLX lets it load a system OpenBLAS on Linux
+    # (moshi_mlx.compute.prefer_system_blas; MLX's CPU wheel ships the reference BLAS).
+    import moshi_mlx  # noqa: F401
     # quantize / quantize-report take their own argparse (owned by quantize/).
     debug = "--debug" in argv[:1]
     rest = argv[1:] if debug else argv

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moshi_mlx.codec import prefer_system_blas  # noqa: E402
+from moshi_mlx.compute import prefer_system_blas  # noqa: E402
 
 prefer_system_blas()  # before MLX is imported: the same BLAS as cli.py on Linux
 

@@ -132,7 +132,7 @@ def mimi_encode_ms(frames: int = 8) -> dict[str, float]:
 
 def run_side(cmd: list[str], openblas: bool, timeout: float = 3600) -> dict[str, Any]:
     """One worker process; `openblas`: Debian's OpenBLAS preloaded for MLX's float32 matmuls (what
-    our cli.py does by itself, `moshi_mlx.codec.prefer_system_blas`)."""
+    our cli.py does by itself, `moshi_mlx.compute.prefer_system_blas`)."""
     env = dict(os.environ)
     if openblas and Path(OPENBLAS).exists():
         env["LD_PRELOAD"] = OPENBLAS

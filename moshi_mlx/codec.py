@@ -35,9 +35,6 @@ from typing import Any
 import numpy as np
 
 from .checkpoint.layout import find_mimi_file
-
-# `prefer_system_blas` lived here; kept importable for callers of the old name (cli.py).
-from .compute import prefer_system_blas  # noqa: F401
 from .config import MimiConfig, mimi_202407
 
 log = logging.getLogger(__name__)
