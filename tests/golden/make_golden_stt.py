@@ -1,6 +1,6 @@
 """Make the streaming speech-to-text goldens with the PyTorch reference (run by hand, not by pytest).
 
-    REFENV_PYTHON tests/golden/make_golden_stt.py   # torch 2.13 CPU + moshi 0.2.13 (README: refenv)
+    $REF_PYTHON tests/golden/make_golden_stt.py   # torch 2.13 CPU + moshi 0.2.13 (docs/environments.md)
 
 For each config in CONFIGS (small random models shaped like Kyutai's two STT checkpoints: no
 depformer, 32 user audio codebooks, all delays 0; "stt1b" with 4 extra VAD heads of 6 classes like
