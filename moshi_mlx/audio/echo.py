@@ -1,0 +1,302 @@
+"""Acoustic echo cancellation for the live chat: removes Moshi's own voice from the microphone.
+
+On laptop speakers the microphone hears what Moshi plays; without cancellation Moshi takes its own
+voice for the user's. `EchoCanceller.process(mic, played)` takes one 80 ms microphone frame (24 kHz
+float32, 1920 samples) and what the output callback played in the same slot, and returns the
+microphone with the echo removed. It runs on the model's side of the queues (never in an audio
+callback): it costs a few milliseconds per frame.
+
+Which canceller: Speex's (speexdsp: a frequency-domain adaptive filter plus its residual-echo
+suppressor) through the `pyaec` package, chosen over WebRTC's AEC3 (the `livekit` package) on
+measurements (`benchmarks/echo_candidates.py`, figures in the README): on the same echo paths both
+remove 30-40 dB of echo, but AEC3's double-talk suppressor also removed much of the user's voice
+when the user spoke over Moshi (STOI well below what Mimi needs), Speex's kept it intelligible.
+pyaec ships speexdsp compiled into a small ctypes library (wheels for macOS arm64, Linux x86-64,
+Windows); the whole backend is `_SpeexBackend`, so swapping libraries is a one-class change.
+pyaec's preprocessor (needed for the residual-echo suppressor) also runs Speex's noise
+suppression, which the binding cannot turn off; its automatic gain control stays off.
+
+Delay: Speex's filter models 300 ms of echo path starting where the reference is aligned. The
+reference is delayed by the stream delay (playing -> hearing, first from PortAudio's timing via
+`set_stream_delay_ms`, default 0) minus a 20 ms margin, so an estimate a little too long still
+keeps the echo's onset inside the filter. The delay is then refined from the signals themselves:
+about once a second, while Moshi speaks, a GCC-PHAT cross-correlation of the raw microphone
+against the reference (lags 0-600 ms, at 6 kHz) finds the echo's main path; two agreeing, confident
+estimates that differ from the delay in use by more than 15 ms replace it (e.g. after a device or latency change).
+
+Measured suppression: ERLE (echo return loss enhancement, 10 log10 of microphone power over output
+power) on frames where the reference is playing, smoothed over about a second, for the status line
+and the session stats. While the user talks over Moshi it drops (their voice is kept): it measures
+the echo only where Moshi alone speaks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24000
+FRAME_SIZE = 1920  # one Mimi frame: 24000 Hz / 12.5 Hz
+SUB_FRAME = 480  # Speex runs on 20 ms blocks (its documented sweet spot is 10-20 ms)
+TAIL_MS = 300  # echo path length the adaptive filter models (room reverberation + delay error)
+MARGIN_MS = 20  # the reference is aligned this much early, so an estimate a bit long still works
+REALIGN_MS = 15  # a measured delay this far from the one in use replaces it
+MAX_DELAY_MS = 600  # longest stream delay the estimator looks for
+ESTIMATE_EVERY = 12  # frames between delay estimates (~1 s)
+ESTIMATE_WINDOW_S = 2.0  # microphone history correlated against the reference
+DECIMATE = 4  # the estimator works at 6 kHz
+MIN_CONFIDENCE = 8.0  # GCC-PHAT peak over the correlation's spread needed to trust an estimate
+ACTIVE_REF_RMS = 10 ** (-50 / 20)  # a reference frame this loud counts as Moshi speaking
+ERLE_SMOOTHING = 0.1  # per-frame weight of the smoothed ERLE (about a second)
+
+INSTALL_HINT = "pip install pyaec, or --echo off"
+
+
+class EchoCancellerUnavailable(RuntimeError):
+    """The echo-cancellation library is missing or cannot be loaded (one line, with the fix)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"echo cancellation is unavailable: {reason} ({INSTALL_HINT})")
+
+
+def _load_pyaec() -> Any:
+    # pyaec prints (rather than raises) when its shared library does not load, then fails with an
+    # AttributeError at import: capture the print so the user sees one line that names the cause.
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            import pyaec
+    except ImportError:
+        raise EchoCancellerUnavailable("the pyaec package is not installed") from None
+    except Exception as e:
+        detail = out.getvalue().strip().splitlines()
+        raise EchoCancellerUnavailable(
+            f"pyaec cannot load its library ({detail[-1] if detail else e})") from None
+    if getattr(pyaec, "lib", None) is None or not hasattr(pyaec, "Aec"):
+        raise EchoCancellerUnavailable("pyaec cannot load its library")
+    return pyaec
+
+
+def check_available() -> None:
+    """Raises `EchoCancellerUnavailable` if the canceller cannot run here (before a model load)."""
+    _SpeexBackend(SUB_FRAME, SAMPLE_RATE)
+
+
+class _SpeexBackend:
+    """speexdsp's echo canceller + preprocessor on int16 blocks of `block` samples."""
+
+    def __init__(self, block: int, rate: int) -> None:
+        pyaec = _load_pyaec()
+        try:
+            self._aec = pyaec.Aec(block, int(rate * TAIL_MS / 1000), rate, True)
+        except Exception as e:
+            raise EchoCancellerUnavailable(f"pyaec cannot create a canceller ({e})") from None
+        self.block = block
+        # Call the C function on NumPy buffers: pyaec's own wrapper goes through Python lists
+        # (about 10x slower); fall back to it if a later pyaec changes its internals.
+        self._fn = getattr(pyaec.lib, "AecCancelEcho", None)
+        self._handle = getattr(self._aec, "_aec", None)
+        self._out = np.zeros(block, np.int16)
+
+    def __call__(self, mic: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """int16 [block] x2 -> int16 [block]."""
+        if self._fn is None or self._handle is None:
+            return np.asarray(self._aec.cancel_echo(mic.tolist(), ref.tolist()), np.int16)
+        p16 = ctypes.POINTER(ctypes.c_int16)
+        mic, ref = np.ascontiguousarray(mic), np.ascontiguousarray(ref)
+        self._fn(self._handle, mic.ctypes.data_as(p16), ref.ctypes.data_as(p16),
+                 self._out.ctypes.data_as(p16), self.block)
+        return self._out.copy()
+
+
+def _to_int16(x: np.ndarray) -> np.ndarray:
+    x = np.nan_to_num(np.asarray(x, np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+    return np.round(np.clip(x, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+
+
+def estimate_delay(mic: np.ndarray, ref: np.ndarray, max_lag: int) -> tuple[int, float]:
+    """GCC-PHAT lag of `mic` behind `ref` and its confidence.
+
+    `ref` holds `max_lag` more samples than `mic`, both ending at the same instant (mic[-1] and
+    ref[-1] are simultaneous in stream time). Returns (lag in samples, peak / spread of the
+    correlation); the lag is where `mic[t]` best matches `ref[t - lag]`, 0..max_lag.
+    """
+    n = len(mic)
+    nfft = 1 << int(np.ceil(np.log2(len(ref) + n)))
+    cross = np.fft.rfft(ref, nfft) * np.conj(np.fft.rfft(mic, nfft))
+    cross /= np.abs(cross) + 1e-12  # PHAT: whiten, so the peak is sharp for speech
+    r = np.fft.irfft(cross, nfft)[: max_lag + 1]  # r[m] = sum_t mic[t] ref[t + m]
+    m = int(np.argmax(r))
+    spread = float(np.std(r)) + 1e-12
+    return max_lag - m, float(r[m] / spread)
+
+
+class EchoCanceller:
+    """Removes the played reference's echo from 24 kHz microphone frames (model thread only).
+
+    `process(mic_frame, played_frame)`: both float32 [1920] for the same 80 ms slot (`played_frame`
+    may be any length: what the output callback played since the previous call, silence included,
+    appended to the reference stream). Returns the cleaned float32 frame, same length as `mic_frame`.
+    """
+
+    def __init__(self, stream_delay_ms: float = 0.0, estimate: bool = True,
+                 sample_rate: int = SAMPLE_RATE) -> None:
+        self.rate = int(sample_rate)
+        self.block = SUB_FRAME * self.rate // SAMPLE_RATE
+        self._backend = _SpeexBackend(self.block, self.rate)
+        self.estimate = estimate
+        keep_s = ESTIMATE_WINDOW_S + MAX_DELAY_MS / 1000 + 0.5
+        self._keep = int(keep_s * self.rate)
+        self._ref = np.zeros(0, np.float32)  # the reference stream's recent history
+        self._ref_end = 0  # stream index just past the last reference sample
+        self._mic_hist = np.zeros(0, np.float32)  # raw microphone history (for the estimator)
+        self._mic_pos = 0  # stream index of the next microphone sample
+        self._carry_in = np.zeros(0, np.float32)  # microphone samples short of a Speex block
+        self._carry_ref = np.zeros(0, np.float32)
+        self._carry_out = np.zeros(0, np.float32)
+        self.delay_ms = 0.0
+        self.delay_source = "default"
+        self.set_stream_delay_ms(stream_delay_ms, source="portaudio" if stream_delay_ms else
+                                 "default")
+        self._candidate: float | None = None
+        self.frames = 0
+        self.active_frames = 0  # frames processed while the reference was playing
+        self.delay_changes = 0
+        self._p_in = self._p_out = 0.0  # smoothed powers for the ERLE
+        self._erle: float | None = None
+        self.cost_ms: list[float] = []
+
+    # --- configuration --------------------------------------------------------------------------
+    def set_stream_delay_ms(self, delay_ms: float, source: str = "portaudio") -> None:
+        """Delay between a sample being handed over as played and its echo in the microphone
+        stream (ms; from PortAudio's output + input latencies, or measured)."""
+        delay_ms = float(delay_ms)
+        if not np.isfinite(delay_ms) or delay_ms < 0:
+            raise ValueError(f"stream delay must be a finite number of ms >= 0, got {delay_ms}")
+        self.delay_ms = min(delay_ms, float(MAX_DELAY_MS))
+        self.delay_source = source
+        shift = max(0, round((self.delay_ms - MARGIN_MS) * self.rate / 1000))
+        if shift != getattr(self, "_shift", shift):
+            # A shifted reference makes the adapted filter wrong everywhere; Speex re-converges
+            # from scratch in about a second, from a wrong filter much more slowly.
+            self._backend = _SpeexBackend(self.block, self.rate)
+        self._shift = shift
+
+    # --- processing -----------------------------------------------------------------------------
+    def process(self, mic_frame: np.ndarray, played_frame: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        mic = np.nan_to_num(np.asarray(mic_frame, np.float32).reshape(-1))
+        played = np.nan_to_num(np.asarray(played_frame, np.float32).reshape(-1))
+        self._push_ref(played)
+        n = len(mic)
+        ref = self._aligned_ref(self._mic_pos, n)
+        self._mic_hist = np.concatenate([self._mic_hist, mic])[-self._keep:]
+        self._mic_pos += n
+        out = self._cancel(mic, ref)
+        self.frames += 1
+        self._update_erle(mic, out, ref)
+        if self.estimate and self.frames % ESTIMATE_EVERY == 0:
+            self._refine_delay()
+        self.cost_ms.append(1000 * (time.perf_counter() - t0))
+        if len(self.cost_ms) > 1000:
+            del self.cost_ms[:500]
+        return out
+
+    def _push_ref(self, played: np.ndarray) -> None:
+        if self._ref_end < self._mic_pos and not len(self._ref):
+            # no reference yet: the stream starts where the microphone is, not at 0
+            self._ref_end = self._mic_pos
+        self._ref = np.concatenate([self._ref, played])[-self._keep:]
+        self._ref_end += len(played)
+
+    def _ref_slice(self, start: int, n: int) -> np.ndarray:
+        """Reference samples [start, start + n) in stream time, zeros where none was kept/played."""
+        out = np.zeros(n, np.float32)
+        first = self._ref_end - len(self._ref)
+        lo, hi = max(start, first), min(start + n, self._ref_end)
+        if hi > lo:
+            out[lo - start:hi - start] = self._ref[lo - first:hi - first]
+        return out
+
+    def _aligned_ref(self, mic_start: int, n: int) -> np.ndarray:
+        return self._ref_slice(mic_start - self._shift, n)
+
+    def _cancel(self, mic: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        b = self.block
+        xin = np.concatenate([self._carry_in, mic])
+        xref = np.concatenate([self._carry_ref, ref])
+        whole = len(xin) // b * b
+        outs = [self._carry_out]
+        m16, r16 = _to_int16(xin[:whole]), _to_int16(xref[:whole])
+        for i in range(0, whole, b):
+            outs.append(self._backend(m16[i:i + b], r16[i:i + b]).astype(np.float32) / 32768)
+        self._carry_in, self._carry_ref = xin[whole:], xref[whole:]
+        out = np.concatenate(outs)
+        # A frame that is not a multiple of the Speex block: the output lags by the remainder
+        # (zero-padded at the start), so every call still returns len(mic) samples.
+        if len(out) < len(mic):
+            out = np.concatenate([np.zeros(len(mic) - len(out), np.float32), out])
+        self._carry_out = out[len(mic):]
+        return out[:len(mic)]
+
+    def _update_erle(self, mic: np.ndarray, out: np.ndarray, ref: np.ndarray) -> None:
+        if np.sqrt(np.mean(ref ** 2)) < ACTIVE_REF_RMS:
+            return
+        self.active_frames += 1
+        a = ERLE_SMOOTHING if self.active_frames > 1 else 1.0
+        self._p_in = (1 - a) * self._p_in + a * float(np.mean(mic.astype(np.float64) ** 2))
+        self._p_out = (1 - a) * self._p_out + a * float(np.mean(out.astype(np.float64) ** 2))
+        if self._p_in > 1e-10:
+            self._erle = 10 * np.log10(self._p_in / max(self._p_out, 1e-12))
+
+    def _refine_delay(self) -> None:
+        d = DECIMATE
+        w = int(ESTIMATE_WINDOW_S * self.rate) // d * d
+        max_lag = int(MAX_DELAY_MS * self.rate / 1000) // d
+        if len(self._mic_hist) < w:
+            return
+        ref = self._ref_slice(self._mic_pos - w - max_lag * d, w + max_lag * d)
+        if np.sqrt(np.mean(ref[-w:] ** 2)) < 10 * ACTIVE_REF_RMS:
+            return  # Moshi mostly silent: nothing to correlate
+        mic = self._mic_hist[-w:].reshape(-1, d).mean(1)
+        lag, conf = estimate_delay(mic, ref.reshape(-1, d).mean(1), max_lag)
+        if conf < MIN_CONFIDENCE:
+            self._candidate = None
+            return
+        est = lag * d * 1000 / self.rate
+        agree = self._candidate is not None and abs(est - self._candidate) <= 2.0
+        self._candidate = est
+        # Within +-15 ms the echo's onset is still near the start of the filter (see MARGIN_MS):
+        # moving the alignment would only restart the adaptation.
+        if agree and abs(est - self.delay_ms) > REALIGN_MS:
+            log.info("echo delay %.0f ms -> %.0f ms (measured, confidence %.0f)",
+                     self.delay_ms, est, conf)
+            self.set_stream_delay_ms(est, source="measured")
+            self.delay_changes += 1
+
+    # --- reporting ------------------------------------------------------------------------------
+    @property
+    def erle_db(self) -> float | None:
+        """Smoothed echo suppression (dB) on frames where Moshi played; None before any."""
+        return None if self._erle is None else float(self._erle)
+
+    def stats(self) -> dict[str, Any]:
+        cost = sorted(self.cost_ms)
+        return {
+            "echo_canceller": "speexdsp (pyaec)",
+            "echo_erle_db": None if self._erle is None else round(float(self._erle), 1),
+            "echo_delay_ms": round(self.delay_ms, 1),
+            "echo_delay_source": self.delay_source,
+            "echo_delay_changes": self.delay_changes,
+            "echo_active_frames": self.active_frames,
+            "echo_ms_p50": round(cost[len(cost) // 2], 2) if cost else None,
+        }
