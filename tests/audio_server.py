@@ -64,7 +64,7 @@ class PulseServer:
         full volume (the echo is as loud as what is played). Returns the module index for
         `remove_echo_path`."""
         idx = int(self.pactl("load-module", "module-loopback", f"source={SPK}.monitor",
-                             f"sink={MIC}", f"latency_msec={latency_msec}",
+                             f"sink={MIC}", f"latency_msec={latency_msec}", "adjust_time=0",
                              "source_dont_move=true", "sink_dont_move=true").strip())
         for line in self.pactl("list", "short", "sink-inputs").splitlines():
             fields = line.split()  # index, sink, client, driver, sample spec
