@@ -11,7 +11,8 @@ synthetic room (bulk delay, direct path, 120 ms of decaying reflections) into th
   WebRTC's module delays its output by ~9 ms at 24 kHz), beside the raw microphone's;
 - ms per 80 ms frame (p50), on this machine.
 Candidates: WebRTC AEC3 through livekit (10 ms int16 frames; `set_stream_delay_ms` given the true
-delay), and Speex through pyaec as `moshi_mlx.audio.echo.EchoCanceller` uses it (true delay given).
+delay), Speex through pyaec as `moshi_mlx.audio.echo.EchoCanceller` uses it (two stages, true delay
+given), and one Speex stage alone.
 Prints a markdown table; asserts nothing.
 """
 
@@ -71,7 +72,7 @@ class WebRtcAec3:
 
 
 class Speex:
-    name = "Speex (pyaec, as moshi_mlx uses it)"
+    name = "Speex x2 (pyaec, as moshi_mlx uses it)"
 
     def __init__(self, delay_ms: float) -> None:
         from moshi_mlx.audio.echo import EchoCanceller
@@ -79,6 +80,19 @@ class Speex:
 
     def process(self, mic: np.ndarray, played: np.ndarray) -> np.ndarray:
         return self.ec.process(mic, played)
+
+
+class SpeexOneStage(Speex):
+    """The same with only the stage that has the residual-echo suppressor (the delay is exact,
+    so the estimator is off: a re-alignment would rebuild both stages)."""
+
+    name = "Speex x1 (pyaec, suppressor stage only)"
+
+    def __init__(self, delay_ms: float) -> None:
+        super().__init__(delay_ms)
+        self.ec.estimate = False
+        b = self.ec._backend
+        b.stages, b.undo = b.stages[1:], b.undo[1:]
 
 
 def db(x: np.ndarray) -> float:
@@ -122,7 +136,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = ap.parse_args()
     cands = []
-    for cls, mod in ((WebRtcAec3, "livekit"), (Speex, "pyaec")):
+    for cls, mod in ((WebRtcAec3, "livekit"), (Speex, "pyaec"), (SpeexOneStage, "pyaec")):
         try:
             __import__(mod)
             cands.append(cls)

@@ -6,15 +6,18 @@ float32, 1920 samples) and what the output callback played in the same slot, and
 microphone with the echo removed. It runs on the model's side of the queues (never in an audio
 callback): it costs a few milliseconds per frame.
 
-Which canceller: Speex's (speexdsp: a frequency-domain adaptive filter plus its residual-echo
+Which canceller: Speex's (speexdsp: a frequency-domain adaptive filter plus a residual-echo
 suppressor) through the `pyaec` package, chosen over WebRTC's AEC3 (the `livekit` package) on
-measurements (`benchmarks/echo_candidates.py`, figures in the README): on the same echo paths both
-remove 30-40 dB of echo, but AEC3's double-talk suppressor also removed much of the user's voice
-when the user spoke over Moshi (STOI well below what Mimi needs), Speex's kept it intelligible.
+measurements (`benchmarks/echo_candidates.py`, figures in benchmarks/results and the README): both
+remove most of the echo, but AEC3's double-talk suppressor also removed much of the user's voice
+when the user spoke over Moshi (STOI far below Speex's), and Moshi must hear the user interrupt.
 pyaec ships speexdsp compiled into a small ctypes library (wheels for macOS arm64, Linux x86-64,
-Windows); the whole backend is `_SpeexBackend`, so swapping libraries is a one-class change.
-pyaec's preprocessor (needed for the residual-echo suppressor) also runs Speex's noise
-suppression, which the binding cannot turn off; its automatic gain control stays off.
+Windows); the backend is `_SpeexBackend`, so swapping libraries is a one-class change. Two Speex
+stages run in a row (a linear one, then one with the preprocessor): the second removes much of
+the first one's linear residual. pyaec's preprocessor also runs Speex's noise suppression (the
+binding cannot turn it off; it adds one 20 ms block of latency); its gain control stays off.
+pyaec leaves Speex at its 8 kHz default rate, whose input DC notch is a ~400 Hz high-pass at
+24 kHz; `_NotchUndo` turns it back into the notch Speex uses at high rates.
 
 Delay: the canceller sees two streams, the microphone and what was played, each counted from its
 first sample; the stream delay is where a played sample's echo lands in the microphone stream,
@@ -124,19 +127,56 @@ class _SpeexStage:
         return self._out.copy()
 
 
+class _NotchUndo:
+    """Undoes most of Speex's input high-pass. pyaec never tells the echo canceller the sample
+    rate, so it keeps its 8 kHz default and uses the DC notch meant for 8 kHz (radius 0.9): at
+    24 kHz that is a high-pass at about 400 Hz (-17 dB at 200 Hz, per stage), which would thin
+    the user's voice. After each stage, G = H(0.982) / H(0.9) turns it into the notch Speex uses
+    above 12 kHz (-3 dB at 100 Hz). The (1 - z^-1)^2 zeros cancel, so G is a stable biquad; it is
+    applied as its impulse response truncated where it has decayed below 1e-7 (1024 taps), by FFT.
+    """
+
+    TAPS = 1024
+
+    def __init__(self, r_from: float = 0.9, r_to: float = 0.982) -> None:
+        d_from = r_from ** 2 + 0.7 * (1 - r_from) ** 2
+        d_to = r_to ** 2 + 0.7 * (1 - r_to) ** 2
+        # G(z) = (r_to / r_from) (1 - 2 r_from z^-1 + d_from z^-2) / (1 - 2 r_to z^-1 + d_to z^-2)
+        b = np.array([1.0, -2 * r_from, d_from]) * (r_to / r_from)
+        h = np.zeros(self.TAPS)
+        y1 = y2 = 0.0
+        for n in range(self.TAPS):
+            x = b[n] if n < 3 else 0.0
+            y = x + 2 * r_to * y1 - d_to * y2
+            h[n], y2, y1 = y, y1, y
+        self._h = h
+        self._hist = np.zeros(self.TAPS - 1)
+        self._nfft = 0
+        self._hf = np.zeros(0, complex)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        seg = np.concatenate([self._hist, x.astype(np.float64)])
+        nfft = 1 << int(np.ceil(np.log2(len(seg))))
+        if nfft != self._nfft:
+            self._nfft, self._hf = nfft, np.fft.rfft(self._h, nfft)
+        y = np.fft.irfft(np.fft.rfft(seg, nfft) * self._hf, nfft)[self.TAPS - 1:len(seg)]
+        self._hist = seg[-(self.TAPS - 1):]
+        return y
+
+
 class _SpeexBackend:
     """Two Speex cancellers in a row, both fed the same reference: a linear one, then one with
-    the preprocessor (residual-echo suppressor). On the PulseAudio echo path one Speex stage
-    plateaued at 25-35 dB (its linear filter alone at ~22 dB); the second stage removes much of
-    the first one's linear residual (35-45 dB) and keeps double talk intelligible, for twice the
-    cost (a few ms per 80 ms frame)."""
+    the preprocessor (residual-echo suppressor). The second removes much of the first one's
+    linear residual (measured in benchmarks/results/echo_candidates.md: more echo removed than
+    one stage, double talk still intelligible) for twice the cost."""
 
     def __init__(self, block: int, rate: int) -> None:
         self.stages = [_SpeexStage(block, rate, False), _SpeexStage(block, rate, True)]
+        self.undo = [_NotchUndo(), _NotchUndo()]
 
     def __call__(self, mic: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        for stage in self.stages:
-            mic = stage(mic, ref)
+        for stage, undo in zip(self.stages, self.undo, strict=True):
+            mic = _to_int16(undo(stage(mic, ref).astype(np.float64) / 32768))
         return mic
 
 
