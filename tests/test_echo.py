@@ -201,3 +201,27 @@ def test_missing_library_is_one_clear_line(monkeypatch):
         echo.check_available()
     msg = str(e.value)
     assert "\n" not in msg and "pip install pyaec" in msg and "--echo off" in msg
+
+
+def test_speex_high_pass_is_undone():
+    """pyaec's Speex runs its 8 kHz DC notch at 24 kHz (-17 dB at 200 Hz): undone to Speex's
+    high-rate notch, so a 150 Hz voice fundamental passes a linear stage (silent reference)."""
+    t = np.arange(RATE) / RATE
+    tone = (8000 * np.sin(2 * np.pi * 150 * t)).astype(np.int16)
+    stage = echo._SpeexStage(480, RATE, False)
+    silent = np.zeros(480, np.int16)
+    raw = np.concatenate([stage(tone[i:i + 480], silent) for i in range(0, RATE, 480)])
+    fixed = echo._NotchUndo()(raw.astype(np.float64))
+    assert db(raw[RATE // 2:] / 8000) - db(tone[RATE // 2:] / 8000) < -15  # the notch at 8 kHz
+    assert abs(db(fixed[RATE // 2:] / 8000) - db(tone[RATE // 2:] / 8000)) < 2.0
+
+
+def test_user_alone_passes_unchanged(voices):
+    """Moshi silent: the user's words come through at their level and intelligible (the
+    preprocessor delays them by one 20 ms block)."""
+    _, user = voices
+    ec = echo.EchoCanceller(stream_delay_ms=60)
+    n = len(user) // FRAME * FRAME
+    out = run(ec, user[:n], np.zeros(n, np.float32))
+    assert abs(db(out) - db(user[:n])) < 1.5
+    assert aligned_stoi(user[: n - 1200], out, 0) >= 0.95
