@@ -269,7 +269,7 @@ def _save(session: _Session, settings: Settings, opts: ChatOptions, interrupted:
             f"p95 {stats['frame_ms_p95']:.1f} ms, output buffer p50 "
             f"{stats['output_buffer_ms_p50']:.0f} ms, late {stats['late_frames']}, "
             f"lost {stats['lost_frames']}"
-            + (f", echo removed {stats['echo_erle_db']:.0f} dB"
-               if stats.get("echo_erle_db") is not None else ""))
+            + (f", echo removed {stats['echo_erle_db_p50']:.0f} dB (median)"
+               if stats.get("echo_erle_db_p50") is not None else ""))
     return stats
 

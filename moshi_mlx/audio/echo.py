@@ -32,7 +32,7 @@ agreeing, confident estimates more than 15 ms from the delay in use replace it (
 adaptation), e.g. after a device or latency change; the first one, replacing PortAudio's guess,
 needs only one very clear peak (so the adaptation starts early).
 
-Measured suppression: ERLE (echo return loss enhancement, 10 log10 of microphone power over output
+Measured suppression (`erle_db`, and its session median in `stats()`): ERLE (echo return loss enhancement, 10 log10 of microphone power over output
 power) on frames where the reference is playing, smoothed over about a second, for the status line
 and the session stats. While the user talks over Moshi it drops (their voice is kept): it measures
 the echo only where Moshi alone speaks.
@@ -40,6 +40,7 @@ the echo only where Moshi alone speaks.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import io
@@ -59,6 +60,7 @@ MARGIN_MS = 20  # the reference is aligned this much early, so an estimate a bit
 REALIGN_MS = 15  # a measured delay this far from the one in use replaces it
 MAX_DELAY_MS = 600  # longest stream delay the estimator looks for
 MAX_LEAD_MS = 300  # the played stream may also run ahead of the recorded one (negative delay)
+MAX_BACKLOG_S = 2.5  # microphone frames may reach the canceller this late (live.MAX_LAG_FRAMES)
 ESTIMATE_EVERY = 6  # frames between delay estimates (~0.5 s); every 2 until a first measurement
 ESTIMATE_WINDOW_S = 1.0  # microphone history correlated against the reference
 DECIMATE = 4  # the estimator works at 6 kHz
@@ -216,7 +218,9 @@ class EchoCanceller:
         self.block = SUB_FRAME * self.rate // SAMPLE_RATE
         self._backend = _SpeexBackend(self.block, self.rate)
         self.estimate = estimate
-        keep_s = ESTIMATE_WINDOW_S + (MAX_DELAY_MS + MAX_LEAD_MS) / 1000 + 0.5
+        # History: the estimator's window and lag range, plus the microphone backlog the live
+        # loop allows (2 s): a late microphone frame still finds its reference.
+        keep_s = ESTIMATE_WINDOW_S + (MAX_DELAY_MS + MAX_LEAD_MS) / 1000 + MAX_BACKLOG_S
         self._keep = int(keep_s * self.rate)
         self._ref = np.zeros(0, np.float32)  # the reference stream's recent history
         self._ref_end = 0  # stream index just past the last reference sample
@@ -235,6 +239,7 @@ class EchoCanceller:
         self.delay_changes = 0
         self._p_in = self._p_out = 0.0  # smoothed powers for the ERLE
         self._erle: float | None = None
+        self._erle_hist: collections.deque[float] = collections.deque(maxlen=12 * 60 * 60)
         self.cost_ms: list[float] = []
 
     # --- configuration --------------------------------------------------------------------------
@@ -320,6 +325,7 @@ class EchoCanceller:
         self._p_out = (1 - a) * self._p_out + a * float(np.mean(out.astype(np.float64) ** 2))
         if self._p_in > 1e-10:
             self._erle = 10 * np.log10(self._p_in / max(self._p_out, 1e-12))
+            self._erle_hist.append(float(self._erle))
 
     def _refine_delay(self) -> None:
         d = DECIMATE
@@ -362,6 +368,9 @@ class EchoCanceller:
         return {
             "echo_canceller": "speexdsp (pyaec)",
             "echo_erle_db": None if self._erle is None else round(float(self._erle), 1),
+            # the session's median: mostly frames where only Moshi spoke, unlike the last value
+            "echo_erle_db_p50": (round(float(np.median(self._erle_hist)), 1)
+                                 if self._erle_hist else None),
             "echo_delay_ms": round(self.delay_ms, 1),
             "echo_delay_source": self.delay_source,
             "echo_delay_changes": self.delay_changes,
