@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 
 from moshi_mlx.audio.wav import read_wav
-from moshi_mlx.testing.fixtures import tiny_repo, tiny_repos  # noqa: F401
-from tests.audio_server import MIC, echo_path, pulse_server  # noqa: F401
-from tests.test_cli import read_wav as read_wav_channels
-from tests.test_cli_chat import chat, wait_for
+from tests.audio_server import MIC
+from tests.helpers import chat, wait_for
+from tests.helpers import read_wav as read_wav_channels
 
 pytest.importorskip("pyaec")
 pystoi = pytest.importorskip("pystoi")
@@ -44,7 +43,7 @@ def db(x: np.ndarray) -> float:
     return float(10 * np.log10(np.mean(np.asarray(x, np.float64) ** 2) + 1e-20))
 
 
-def _session(server, tiny_repo: Path, tmp: Path) -> dict:  # noqa: F811
+def _session(server, tiny_repo: Path, tmp: Path) -> dict:
     """One `chat --echo on` session on the echo path; returns the measurements."""
     tmp.mkdir(parents=True, exist_ok=True)
     user = read_wav(USER_WAV)
@@ -101,7 +100,7 @@ def _meets_targets(m: dict) -> bool:
             and m["stats"]["lost_frames"] == 0 and m["heard_stoi"] >= 0.6)
 
 
-def test_chat_cancels_moshis_echo_and_keeps_the_user(echo_path, tiny_repo, tmp_path):  # noqa: F811
+def test_chat_cancels_moshis_echo_and_keeps_the_user(echo_path, tiny_repo, tmp_path):
     m = _session(echo_path, tiny_repo, tmp_path / "1")
     if not _meets_targets(m):
         # One more session: on a CPU shared with other jobs, PulseAudio's loopback (the test's
@@ -170,7 +169,7 @@ def test_echo_off_on_auto(monkeypatch):
     assert "headphones" in text.split("echo cancellation unavailable")[1]
 
 
-def test_cli_echo_on_without_the_library_is_one_line(tiny_repo, capsys, monkeypatch):  # noqa: F811
+def test_cli_echo_on_without_the_library_is_one_line(tiny_repo, capsys, monkeypatch):
     import cli
 
     monkeypatch.setitem(__import__("sys").modules, "pyaec", None)
