@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smallest output buffer in 80 ms frames (it grows when the sound card "
                         "consumes in bursts)")
     _add_schedule_arg(c, "auto (default) picks from the warm-up stage times")
+    c.add_argument("--echo", choices=["auto", "on", "off"], default="auto",
+                   help="echo cancellation, so Moshi does not hear itself through speakers: auto "
+                        "(default: on, or a warning if its library is missing), on, off "
+                        "(headphones)")
     _add_model_args(c)
     _add_sampling_args(c)
 
@@ -216,7 +220,7 @@ def cmd_chat(a: argparse.Namespace) -> int:
     _check_writable(transcript=a.transcript, record=a.record)
     files = _files(a)
     opts = ChatOptions(a.input_device, a.output_device, a.duration, a.transcript, a.record,
-                       jitter_frames=a.jitter_frames)
+                       jitter_frames=a.jitter_frames, echo=a.echo)
     run_chat(files, _settings(a), opts, make_ui(Console(), plain=True if a.plain else None))
     return 0
 

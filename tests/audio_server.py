@@ -6,6 +6,11 @@ plays into; tests record its monitor with `parec`). PortAudio reaches it through
 (`~/.asoundrc` in a private HOME, plus PULSE_SERVER). Everything lives in a tmp dir; the server runs as
 the current user with `--exit-idle-time=-1` and is terminated at the end of the session.
 
+Echo path (`add_echo_path`, or the `echo_path` fixture of `tests/conftest.py`): a
+`module-loopback` from the speaker's monitor into the microphone sink, so the app hears what it
+plays, as through a laptop's own speakers; `record(path, sink=MIC)` records the raw microphone
+(echo included) beside a session.
+
 Tests use the `pulse_server` fixture of `tests/conftest.py`, built on `start`; it skips the test
 cleanly when pulseaudio is not installed.
 """
@@ -36,17 +41,40 @@ class PulseServer:
         return subprocess.run(["pactl", *args], env=self.env, check=True, capture_output=True,
                               text=True, timeout=10).stdout
 
-    def play(self, wav: str | Path) -> subprocess.Popen:
-        """Play a wav into the virtual microphone (non-blocking)."""
-        return subprocess.Popen(["paplay", "-d", MIC, str(wav)], env=self.env)
+    def play(self, wav: str | Path, after_s: float = 0.0, sink: str = MIC) -> subprocess.Popen:
+        """Play a wav into the virtual microphone (or `sink`), starting `after_s` seconds from now
+        (non-blocking; the returned process ends when the file has played)."""
+        cmd = ["paplay", "-d", sink, str(wav)]
+        if after_s > 0:
+            cmd = ["sh", "-c", f'sleep {after_s:.3f} && exec "$@"', "play", *cmd]
+        return subprocess.Popen(cmd, env=self.env)
 
-    def record(self, raw_path: str | Path) -> subprocess.Popen:
-        """Record the virtual speaker's monitor as float32 24 kHz mono raw (stop with terminate())."""
+    def record(self, raw_path: str | Path, sink: str = SPK) -> subprocess.Popen:
+        """Record the virtual speaker's monitor (or `sink`'s: MIC gives the raw microphone, echo
+        included) as float32 24 kHz mono raw (stop with terminate())."""
         f = open(raw_path, "wb")  # noqa: SIM115 - closed when the child has it
-        p = subprocess.Popen(["parec", "-d", f"{SPK}.monitor", f"--rate={RATE}", "--channels=1",
+        p = subprocess.Popen(["parec", "-d", f"{sink}.monitor", f"--rate={RATE}", "--channels=1",
                               "--format=float32le", "--latency-msec=20"], env=self.env, stdout=f)
         f.close()
         return p
+
+    def add_echo_path(self, latency_msec: int = 60) -> int:
+        """Loop the speaker back into the microphone, as laptop speakers are heard by the laptop's
+        microphone: `module-loopback` from the speaker sink's monitor into the microphone sink, at
+        full volume (the echo is as loud as what is played). Returns the module index for
+        `remove_echo_path`."""
+        idx = int(self.pactl("load-module", "module-loopback", f"source={SPK}.monitor",
+                             f"sink={MIC}", f"latency_msec={latency_msec}", "adjust_time=0",
+                             "source_dont_move=true", "sink_dont_move=true").strip())
+        for line in self.pactl("list", "short", "sink-inputs").splitlines():
+            fields = line.split()  # index, sink, client, driver, sample spec
+            if len(fields) > 3 and fields[3] == "module-loopback.c":
+                self.pactl("set-sink-input-volume", fields[0], "100%")
+        self.pactl("set-sink-volume", MIC, "100%")
+        return idx
+
+    def remove_echo_path(self, idx: int) -> None:
+        self.pactl("unload-module", str(idx))
 
     @staticmethod
     def read_raw(raw_path: str | Path) -> np.ndarray:
@@ -106,5 +134,3 @@ def start(root: Path) -> PulseServer:
     server.pactl("set-default-source", f"{MIC}.monitor")
     server.pactl("set-default-sink", SPK)
     return server
-
-

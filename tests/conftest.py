@@ -5,6 +5,7 @@
 - `tiny_repo_full_mimi`: the tiny LM with a real-size random Mimi (both Mimi backends load it).
 - `lm_golden(name)`: the PyTorch teacher-forced LM goldens.
 - `pulse_server`: a private PulseAudio server as the sound card (skips without pulseaudio).
+- `echo_path`: that server with its speaker looped back into its microphone, for one test.
 """
 
 from __future__ import annotations
@@ -97,3 +98,10 @@ def pulse_server(tmp_path_factory):
         else:
             os.environ[k] = v
 
+
+@pytest.fixture
+def echo_path(pulse_server):
+    """The speaker looped back into the microphone (60 ms, full volume) for one test."""
+    idx = pulse_server.add_echo_path(latency_msec=60)
+    yield pulse_server
+    pulse_server.remove_echo_path(idx)

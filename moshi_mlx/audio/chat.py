@@ -10,6 +10,12 @@ Threads:
   and because Ctrl-C (SIGINT) is delivered there anyway.
 - a UI thread draws Moshi's text and the status line from the event queue and the counters.
 
+Echo cancellation (`--echo auto|on|off`, `moshi_mlx.audio.echo`): on the main thread, each
+microphone frame goes through the canceller with what the output callback played since the previous
+frame (`LiveAudio.take_played`), before Moshi hears it and before it is recorded (channel 0 of
+`--record` is the microphone as Moshi heard it). `auto` (the default) is `on`, except that a missing
+library only warns and runs without; `off` is for headphones.
+
 Ending: `--duration` or Ctrl-C ends the loop after the current frame; the streams are closed, the UI
 thread finishes, and the transcript and recording that were asked for are written.
 """
@@ -28,14 +34,16 @@ from typing import Any
 from ..conversation import BUDGET_MS, AudioFrame, FrameTiming
 from ..hub import ModelFiles
 from ..ui.terminal import BaseUI, Status
+from .echo import EchoCanceller, EchoCancellerUnavailable
 from .live import LiveAudio, check_devices
 from .pipeline import Settings, load_model
 from .session import SessionRecorder, percentile
 
 log = logging.getLogger(__name__)
 
-ECHO_WARNING = ("Use headphones: with laptop speakers Moshi hears itself (there is no echo "
-                "cancellation) and the conversation degrades.")
+ECHO_MODES = ("auto", "on", "off")
+NO_ECHO_WARNING = ("without echo cancellation Moshi hears itself through laptop speakers: use "
+                   "headphones")
 NO_INPUT_TIMEOUT_S = 10.0
 STATUS_EVERY_S = 0.25
 
@@ -49,6 +57,7 @@ class ChatOptions:
     record: Path | None = None
     warmup_frames: int = 4
     jitter_frames: int = 1
+    echo: str = "auto"  # auto | on | off (see the module docstring)
 
 
 class _Session:
@@ -61,6 +70,7 @@ class _Session:
         self.recent_ms: deque[float] = deque(maxlen=125)  # last 10 s of frame times
         self.slow_frames = 0
         self.audio: LiveAudio | None = None
+        self.echo: EchoCanceller | None = None
         self.model: Any = None
         self.schedule = ""
         self.schedule_reason = ""
@@ -79,6 +89,7 @@ class _Session:
             late_frames=a.stats.late_frames if a else 0,
             lost_frames=a.stats.lost_frames if a else 0,
             schedule=self.schedule, buffer_ms=a.buffer_ms if a else 0.0,
+            echo_db=self.echo.erle_db if self.echo else None,
         )
 
 
@@ -121,6 +132,8 @@ def _loop(session: _Session, conv: Any, audio: LiveAudio, duration: float | None
         waited = 0.0
         if not session.t_start:
             session.t_start = time.monotonic()
+        if session.echo is not None:
+            frame = _cancel_echo(session.echo, audio, frame)
         events = conv.step(frame)
         for ev in events:
             if isinstance(ev, AudioFrame):
@@ -134,12 +147,44 @@ def _loop(session: _Session, conv: Any, audio: LiveAudio, duration: float | None
         session.events.put(events)
 
 
+def _cancel_echo(ec: EchoCanceller, audio: LiveAudio, frame: Any) -> Any:
+    if ec.delay_source == "default":  # PortAudio's stream offset, known once both streams ran
+        delay = audio.echo_delay_ms()
+        if delay is not None:
+            ec.set_stream_delay_ms(delay, source="portaudio")
+    played = audio.take_played()
+    dropped = audio.take_dropped_input()
+    if dropped.size:  # input lost past the lag bound: keep the two streams aligned
+        ec.process(dropped, played)
+        played = played[:0]
+    return ec.process(frame, played)
+
+
+def make_echo_canceller(mode: str, ui: BaseUI) -> EchoCanceller | None:
+    """The canceller for `--echo MODE`; None when off. `on` with the library missing raises
+    `EchoCancellerUnavailable` (one line); `auto` warns and runs without."""
+    if mode not in ECHO_MODES:
+        raise ValueError(f"--echo must be one of {', '.join(ECHO_MODES)}, not {mode!r}")
+    if mode == "off":
+        ui.info("echo cancellation off (--echo off): use headphones")
+        return None
+    try:
+        return EchoCanceller()
+    except EchoCancellerUnavailable as e:
+        if mode == "on":
+            raise
+        ui.warn(f"echo cancellation unavailable ({e.reason}; pip install pyaec): "
+                + NO_ECHO_WARNING)
+        return None
+
+
 def run_chat(files: ModelFiles, settings: Settings, opts: ChatOptions, ui: BaseUI) -> dict[str, Any]:
     """Run one live session until `opts.duration`, Ctrl-C or an error; returns the stats."""
-    check_devices(opts.input_device, opts.output_device)  # before a long model load
-    ui.warn(ECHO_WARNING)
+    echo = make_echo_canceller(opts.echo, ui)  # both before a long model load
+    check_devices(opts.input_device, opts.output_device)
     ui.info(f"loading {files.name} {files.precision} from {files.source} ...")
     session = _Session(files, opts)
+    session.echo = echo
     session.model = load_model(files, settings)
     # Warm-up compiles kernels before the first real frame and times the stages for the schedule.
     conv, choice, warm = session.model.start(opts.warmup_frames)
@@ -151,7 +196,8 @@ def run_chat(files: ModelFiles, settings: Settings, opts: ChatOptions, ui: BaseU
         ui.warn(f"this model takes about {min(per_frame):.0f} ms per 80 ms frame here: it cannot "
                 "keep real time (expect gaps); try --quant q4, or `cli.py bench` to compare")
     audio = session.audio = LiveAudio(opts.input_device, opts.output_device,
-                                      jitter_frames=opts.jitter_frames)
+                                      jitter_frames=opts.jitter_frames,
+                                      keep_played=echo is not None)
     interrupted = False
     error: Exception | None = None
     ui_thread = _UiThread(ui, session)
@@ -206,10 +252,12 @@ def _save(session: _Session, settings: Settings, opts: ChatOptions, interrupted:
         input_rate=a.input_rate if a else None, output_rate=a.output_rate if a else None,
         schedule=session.schedule, schedule_reason=session.schedule_reason,
         interrupted=interrupted,
+        echo=opts.echo, **(session.echo.stats() if session.echo else {"echo_canceller": None}),
     )
     model_info = session.model.describe()
     sets = settings.to_dict() | {"input_device": opts.input_device,
-                                 "output_device": opts.output_device, "duration": opts.duration}
+                                 "output_device": opts.output_device, "duration": opts.duration,
+                                 "echo": opts.echo}
     if opts.transcript:
         rec.write_transcript(opts.transcript, model=model_info, settings=sets,
                              seed=settings.seed, stats=stats)
@@ -220,6 +268,8 @@ def _save(session: _Session, settings: Settings, opts: ChatOptions, interrupted:
     ui.info(f"{stats['frames']} frames ({stats['schedule']}), p50 {stats['frame_ms_p50']:.1f} ms, "
             f"p95 {stats['frame_ms_p95']:.1f} ms, output buffer p50 "
             f"{stats['output_buffer_ms_p50']:.0f} ms, late {stats['late_frames']}, "
-            f"lost {stats['lost_frames']}")
+            f"lost {stats['lost_frames']}"
+            + (f", echo removed {stats['echo_erle_db_p50']:.0f} dB (median)"
+               if stats.get("echo_erle_db_p50") is not None else ""))
     return stats
 

@@ -106,7 +106,18 @@ def bench(files: ModelFiles, settings: Settings, frames: int = 100, warmup: int 
         "rss_before_load_mb": round(rss0, 1),
         "device": f"{platform.machine()} {platform.system()}, mlx {mx.__version__}, "
                   f"{mx.default_device()}",
+        "echo_ms_p50": _echo_cost(),
     }
+
+
+def _echo_cost() -> float | None:
+    """The echo canceller's cost per frame (chat adds it to each frame), None without pyaec."""
+    from .echo import EchoCancellerUnavailable, measure_cost
+
+    try:
+        return round(percentile(measure_cost(), 50), 2)
+    except EchoCancellerUnavailable:
+        return None
 
 
 def format_bench(r: dict[str, Any]) -> str:
@@ -124,4 +135,7 @@ def format_bench(r: dict[str, Any]) -> str:
         f"decode {r['decode_ms_p50']:.1f} ms (p50)",
         f"memory     MLX peak {r['mlx_peak_memory_mb']:.0f} MB, process peak RSS "
         f"{r['peak_rss_mb']:.0f} MB",
+        "echo       " + (f"canceller {r['echo_ms_p50']:.1f} ms per frame (p50, chat --echo)"
+                         if r.get("echo_ms_p50") is not None else
+                         "canceller unavailable (pip install pyaec)"),
     ])

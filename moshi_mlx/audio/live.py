@@ -16,10 +16,19 @@ Design (the reasons are latency and robustness):
   Moshi's voiced frames; it brings an excess latency back down by skipping quiet frames or, in
   continuous speech, by playing frames up to 10% faster (`StreamResampler.speed`), both counted.
   Its queued latency, the device's reported latencies and the burst sizes seen are reported.
+- Echo reference (`keep_played=True`, for `moshi_mlx.audio.echo`): the output callback also keeps a
+  copy of every block it played (silence, skips and catch-up included: exactly what went out),
+  and both callbacks note PortAudio's time of their first sample (ADC / DAC). `take_played()`
+  hands the model thread what was played since the last call (at 24 kHz); `echo_delay_ms()` is the
+  DAC time of the first played sample minus the ADC time of the first recorded one: the offset
+  between the two streams that the canceller aligns. Input blocks dropped past `max_lag_frames`
+  come back from `take_dropped_input()` as silence of the same length, so the canceller's
+  microphone stream stays aligned with the played one.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import time
@@ -176,6 +185,7 @@ class LiveAudio:
         output_device: str | int | None = None,
         jitter_frames: int = 1,
         max_lag_frames: int = MAX_LAG_FRAMES,
+        keep_played: bool = False,
     ) -> None:
         self.input_device = _parse_device(input_device)
         self.output_device = _parse_device(output_device)
@@ -192,6 +202,12 @@ class LiveAudio:
         self._ready_in: list[np.ndarray] = []  # 24 kHz mic frames cut but not yet read
         self.input_level = 0.0  # RMS of the last frame read / written (model thread)
         self.output_level = 0.0
+        # Echo reference: device-rate blocks as played (output callback), taken by the model thread.
+        self.keep_played = keep_played
+        self._played: collections.deque[np.ndarray] = collections.deque()
+        self._t_in0: float | None = None  # PortAudio ADC time of the first recorded sample
+        self._t_out0: float | None = None  # PortAudio DAC time of the first played sample
+        self._dropped_taken = 0
 
     @property
     def stats(self) -> AudioStats:
@@ -208,6 +224,8 @@ class LiveAudio:
         if status and status.input_overflow:
             c.input_overflows += 1
         c.input_frames += 1
+        if self._t_in0 is None:
+            self._t_in0 = float(getattr(time_info, "inputBufferAdcTime", 0.0) or 0.0)
         now = time.monotonic()
         self._in_burst = self._in_burst + 1 if now - self._last_in < 0.25 * FRAME_S else 1
         self._last_in = now
@@ -225,6 +243,10 @@ class LiveAudio:
         if status and status.output_underflow:
             self._counts.output_underflows += 1
         self.jitter.pop_into(outdata[:, 0])
+        if self.keep_played:  # exactly what goes out, silence included: the echo's reference
+            self._played.append(outdata[:, 0].copy())
+            if self._t_out0 is None:
+                self._t_out0 = float(getattr(time_info, "outputBufferDacTime", 0.0) or 0.0)
 
     # --- model-thread side ----------------------------------------------------------------------
     def start(self) -> None:
@@ -261,6 +283,8 @@ class LiveAudio:
         self._chunk_in = FrameChunker(FRAME_SIZE)
         self._resample_out = StreamResampler(SAMPLE_RATE, output_rate)
         self._chunk_out = FrameChunker(out_block)
+        self._resample_played = StreamResampler(output_rate, SAMPLE_RATE)
+        self._in_block = in_block
         self.jitter = JitterBuffer(out_block / output_rate, min_frames=self.jitter_frames,
                                    max_frames=self.max_lag_frames)
         return in_block, out_block
@@ -321,3 +345,28 @@ class LiveAudio:
             self.jitter.note_catchup()
         for block in self._chunk_out.push(self._resample_out(pcm)):
             self.jitter.push(block)
+
+    # --- echo reference (model thread) --------------------------------------------------------
+    def take_played(self) -> np.ndarray:
+        """What the output callback played since the last call, at 24 kHz (empty if nothing)."""
+        blocks = []
+        while self._played:
+            blocks.append(self._played.popleft())
+        if not blocks:
+            return np.zeros(0, np.float32)
+        return self._resample_played(np.concatenate(blocks))
+
+    def take_dropped_input(self) -> np.ndarray:
+        """Silence as long as the microphone audio dropped (lag bound) since the last call: the
+        echo canceller processes it so its microphone stream stays aligned with the played one."""
+        n = self._counts.dropped_input - self._dropped_taken
+        self._dropped_taken += n
+        return np.zeros(round(n * self._in_block * SAMPLE_RATE / self.input_rate), np.float32)
+
+    def echo_delay_ms(self) -> float | None:
+        """PortAudio's offset between the played and the recorded streams (DAC time of the first
+        played sample - ADC time of the first recorded one; negative when output started first),
+        or None before both streams ran or when the host API gives no timing."""
+        if not self._t_in0 or not self._t_out0:
+            return None
+        return 1000.0 * (self._t_out0 - self._t_in0)
