@@ -119,8 +119,13 @@ def test_loopback_through_pulseaudio(pulse_server, tmp_path):
     assert loud >= 15  # ~2 s of tone seen at the input, frame by frame
     assert audio.stats.input_frames >= 25 and audio.stats.lost_frames == 0
     assert np.abs(got).max() > 0.3  # and heard on the speaker's monitor
-    spec = np.abs(np.fft.rfft(got[np.abs(got).argmax() - 4000:][:8000]))
-    assert abs(spec.argmax() * sr / 8000 - 440) < 10
+    # The tone, over everything loud that was played (not a window around the loudest sample,
+    # which can be the click of an underrun on a loaded machine). Up to 10% high: the jitter
+    # buffer may have played a stretch faster to catch up after the pulse plugin's bursts.
+    loud_idx = np.flatnonzero(np.abs(got) > 0.3)
+    seg = got[loud_idx[0]:loud_idx[-1]]
+    spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+    assert 430 <= spec.argmax() * sr / len(seg) <= 490
 
 
 def test_resampled_devices_through_pulseaudio(pulse_server, monkeypatch):
