@@ -27,11 +27,15 @@ EXIT_INTERRUPTED = 130
 MAX_ERROR_LINES = 8
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model (default: kyutai/moshiko-mlx-q4)")
-    g.add_argument("--model", metavar="NAME", help="moshiko or moshika, optionally -bf16/-q8/-q4")
-    g.add_argument("--quant", choices=["bf16", "q8", "q4"], help="precision for --model (q4)")
-    g.add_argument("--hf-repo", metavar="REPO", help="Hugging Face repo in Kyutai's MLX layout")
+def _add_model_args(p: argparse.ArgumentParser, default: str = "kyutai/moshiko-mlx-q4",
+                    model_help: str = "moshiko or moshika, optionally -bf16/-q8/-q4",
+                    quant_help: str = "precision for --model (q4)",
+                    layout: str = "Kyutai's MLX layout") -> argparse._ArgumentGroup:
+    """The model-selection flags shared by every model command; returns the group."""
+    g = p.add_argument_group(f"model (default: {default})")
+    g.add_argument("--model", metavar="NAME", help=model_help)
+    g.add_argument("--quant", choices=["bf16", "q8", "q4"], help=quant_help)
+    g.add_argument("--hf-repo", metavar="REPO", help=f"Hugging Face repo in {layout}")
     g.add_argument("--model-dir", metavar="DIR", help="local directory in the same layout")
     g.add_argument("--lm-weight", metavar="FILE", help="LM checkpoint file (overrides the source's)")
     g.add_argument("--mimi-weight", metavar="FILE", help="Mimi checkpoint file")
@@ -40,6 +44,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="Mimi implementation: ours in MLX (default) or Kyutai's Rust rustymimi")
     g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                    help="LM compute dtype; auto = stored bf16 on a Mac, float32 elsewhere")
+    return g
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -150,18 +155,10 @@ def _add_transcribe_parser(sub) -> None:
     t.add_argument("--duration", type=float, metavar="SECONDS", help="live: stop after this long")
     t.add_argument("--record", type=Path, metavar="FILE.wav", help="live: save what was heard")
     t.add_argument("--plain", action="store_true", help="plain text output even on a terminal")
-    g = t.add_argument_group("model (default: kyutai/stt-1b-en_fr-candle)")
-    g.add_argument("--model", metavar="NAME", help="stt-1b (English/French, VAD) or stt-2.6b")
-    g.add_argument("--quant", choices=["bf16", "q8", "q4"], help="quantize at load (default: as stored)")
-    g.add_argument("--hf-repo", metavar="REPO", help="Hugging Face repo in Kyutai's STT layout")
-    g.add_argument("--model-dir", metavar="DIR", help="local directory in the same layout")
-    g.add_argument("--lm-weight", metavar="FILE", help="LM checkpoint file (overrides the source's)")
-    g.add_argument("--mimi-weight", metavar="FILE", help="Mimi checkpoint file")
-    g.add_argument("--tokenizer", metavar="FILE", help="sentencepiece text tokenizer (.model)")
-    g.add_argument("--mimi-backend", choices=["mlx", "rustymimi"], default="mlx",
-                   help="Mimi implementation: ours in MLX (default) or Kyutai's Rust rustymimi")
-    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                   help="LM compute dtype; auto = stored bf16 on a Mac, float32 elsewhere")
+    g = _add_model_args(t, default="kyutai/stt-1b-en_fr-candle",
+                        model_help="stt-1b (English/French, VAD) or stt-2.6b",
+                        quant_help="quantize at load (default: as stored)",
+                        layout="Kyutai's STT layout")
     g.add_argument("--temp", type=float, default=0.0, help="text temperature (0 = greedy, default)")
     g.add_argument("--seed", type=int, default=299792458, help="random seed (with --temp > 0)")
 

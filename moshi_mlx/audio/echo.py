@@ -50,10 +50,10 @@ from typing import Any
 
 import numpy as np
 
+from ..conversation import FRAME_SIZE, SAMPLE_RATE
+
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 24000
-FRAME_SIZE = 1920  # one Mimi frame: 24000 Hz / 12.5 Hz
 SUB_FRAME = 480  # Speex runs on 20 ms blocks (its documented sweet spot is 10-20 ms)
 TAIL_MS = 300  # echo path length the adaptive filter models (room reverberation + delay error)
 MARGIN_MS = 20  # the reference is aligned this much early, so an estimate a bit long still works

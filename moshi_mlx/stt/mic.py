@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from ..audio.live import AudioDeviceError, FrameChunker, StreamResampler
+from ..conversation import FRAME_SIZE, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE, FRAME_SIZE = 24000, 1920
 
 
 def _sounddevice() -> Any:
