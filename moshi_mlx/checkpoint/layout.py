@@ -63,7 +63,15 @@ MOSHI = Family(
            "model.q4.safetensors": 4.81e9, "tokenizer-e351c8d8-checkpoint125.safetensors": 385e6,
            "tokenizer_spm_32k_3.model": 553e3, CONFIG_FILE: 2e3},
 )
-FAMILIES: dict[str, Family] = {MOSHI.name: MOSHI}
+# Kyutai's speech-to-text repos (kyutai/stt-1b-en_fr-candle, -mlx): the LM files keep Moshi's
+# names; their config.json names the files (stt-2.6b-en uses tokenizer_en_audio_4000.model).
+STT = Family(
+    "stt",
+    MOSHI.lm_files,
+    mimi_file="mimi-pytorch-e351c8d8@125.safetensors",
+    tokenizer_file="tokenizer_en_fr_audio_8000.model",
+)
+FAMILIES: dict[str, Family] = {MOSHI.name: MOSHI, STT.name: STT}
 
 # The Moshi names, used where no config.json names the files.
 LM_FILES = MOSHI.lm_files

@@ -26,12 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint.layout import STT
 from ..config import LmConfig
 
 log = logging.getLogger(__name__)
 
-STT_MIMI_FILE = "mimi-pytorch-e351c8d8@125.safetensors"
-STT_TOKENIZER_FILE = "tokenizer_en_fr_audio_8000.model"
+STT_MIMI_FILE = STT.mimi_file
+STT_TOKENIZER_FILE = STT.tokenizer_file
 STT_CONFIG = {"audio_delay_seconds": 0.5, "audio_silence_prefix_seconds": 0.0}
 LM_GEN_CONFIG = {"temp": 0.0, "temp_text": 0.0, "top_k": 250, "top_k_text": 50}
 
