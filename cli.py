@@ -124,8 +124,11 @@ def _add_speak_parser(sub) -> None:
                         "tokenizer), e.g. from `tiny_repo --kind tts`")
     s.add_argument("--voice", metavar="NAME|FILE", help="voice: a .safetensors file or a name in "
                    "DIR/voices (default: the only voice there)")
-    s.add_argument("--output", "-o", type=Path, required=True, metavar="FILE.wav",
-                   help="24 kHz wav to write")
+    s.add_argument("--output", "-o", type=Path, metavar="FILE.wav",
+                   help="24 kHz wav to write (default: play through the speakers as it is made)")
+    s.add_argument("--output-device", metavar="ID|NAME",
+                   help="without --output: speaker/headphones (index or name; see chat "
+                        "--list-devices)")
     s.add_argument("--cfg", type=float, default=2.0, help="guidance strength (1.0 to 4.0 by 0.5)")
     s.add_argument("--temp", type=float, default=0.6, help="text and audio temperature (0 = greedy)")
     s.add_argument("--seed", type=int, default=299792458, help="random seed (reproducible runs)")
