@@ -11,8 +11,10 @@ import argparse
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from ..sampling import Sampler
+from .speak import TtsModel, find_voice
 
 
 def _text(a: argparse.Namespace) -> str | Iterable[str]:
@@ -31,9 +33,27 @@ def _text(a: argparse.Namespace) -> str | Iterable[str]:
     return text
 
 
+def _voice(model: TtsModel, name: str | None) -> Path:
+    """A voice file, a name in the model's `voices/` directory, else a voice of the Hugging Face
+    repo `kyutai/tts-voices` (through the hub cache; offline: cached voices only)."""
+    from ..hub import VOICES_REPO, HubError, fetch_file
+    from .voices import voice_suffix
+
+    path = find_voice(model, name)
+    if name is None or path.is_file():  # None: find_voice found the only voice there
+        return path
+    filename = name if name.endswith(".safetensors") else name + voice_suffix(
+        model.config.get("model_id"))
+    try:
+        return fetch_file(VOICES_REPO, filename)
+    except HubError as e:
+        raise HubError(f"voice {name!r} is not a file nor in {model.model_dir / 'voices'}; "
+                       f"{e}") from None
+
+
 def run_speak(a: argparse.Namespace) -> int:
     from ..audio.wav import write_wav
-    from .speak import FRAME_RATE, find_voice, load_tts, speak
+    from .speak import FRAME_RATE, load_tts, speak
 
     if a.temp < 0:
         raise ValueError("--temp must be >= 0")
@@ -53,9 +73,7 @@ def run_speak(a: argparse.Namespace) -> int:
         check_output_device(a.output_device)  # a bad device fails before the model loads
     text = _text(a)
     model = load_tts(a.model_dir, dtype=None if a.dtype == "auto" else a.dtype)
-    voice = find_voice(model, a.voice)
-    if not voice.is_file():
-        raise FileNotFoundError(f"voice file not found: {voice}")
+    voice = _voice(model, a.voice)
     text_sampler = Sampler(a.temp, top_k=25) if a.temp > 0 else Sampler(0.0)
     audio_sampler = Sampler(a.temp, top_k=250) if a.temp > 0 else Sampler(0.0)
     player = None
