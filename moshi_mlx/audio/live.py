@@ -16,6 +16,9 @@ Design (the reasons are latency and robustness):
   Moshi's voiced frames; it brings an excess latency back down by skipping quiet frames or, in
   continuous speech, by playing frames up to 10% faster (`StreamResampler.speed`), both counted.
   Its queued latency, the device's reported latencies and the burst sizes seen are reported.
+- Playback only (`input=False`, for `cli.py speak`): no input stream is opened and no microphone
+  is needed; the caller (`moshi_mlx.tts.play`) waits for room in the buffer instead of letting it
+  drop frames.
 - Echo reference (`keep_played=True`, for `moshi_mlx.audio.echo`): the output callback also keeps a
   copy of every block it played (silence, skips and catch-up included: exactly what went out),
   and both callbacks note PortAudio's time of their first sample (ADC / DAC). `take_played()`
