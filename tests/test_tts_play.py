@@ -1,5 +1,6 @@
 """`cli.py speak` without `--output`: the speech plays through a real PulseAudio server (the
-virtual speaker's monitor is recorded) with backpressure, so no frame is lost; and the output
+virtual speaker's monitor is recorded) with backpressure: it hears exactly what `--output`
+writes, no frame lost; and the output
 buffer's flush and backpressure driven without a device."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from moshi_mlx.audio import live
+from moshi_mlx.audio.wav import read_wav
 from moshi_mlx.tts.play import SpeakerOutput
 from tests.helpers import ROOT
 
@@ -33,10 +35,10 @@ def _speak(server, *args: str) -> subprocess.CompletedProcess:
 
 def test_speak_plays_through_pulseaudio(pulse_server, tts_repo, tmp_path):
     spk = tmp_path / "speaker.raw"
+    args = ("Hello there, how are you today?", "--model-dir", str(tts_repo), "--seed", "1")
     recorder = pulse_server.record(spk)
     try:
-        p = _speak(pulse_server, "Hello there, how are you today?", "--model-dir", str(tts_repo),
-                   "--seed", "1")
+        p = _speak(pulse_server, *args)
     finally:
         recorder.terminate()
         recorder.wait(10)
@@ -48,6 +50,14 @@ def test_speak_plays_through_pulseaudio(pulse_server, tts_repo, tmp_path):
     assert frames > 10  # the whole utterance went through the buffer
     heard = pulse_server.read_raw(spk)
     assert np.sqrt(np.mean(heard**2)) > 0.01  # the speech reached the speaker
+    # Every frame was played, once, unchanged (no drop, skip or catch-up): the speaker heard
+    # exactly what --output writes with the same seed (up to the wav's 16-bit rounding).
+    assert _speak(pulse_server, *args, "-o", str(tmp_path / "o.wav")).returncode == 0
+    wav = read_wav(tmp_path / "o.wav")
+    assert len(wav) == frames * live.FRAME_SIZE
+    start = np.flatnonzero(np.abs(heard) > 1e-3)[0] - np.flatnonzero(np.abs(wav) > 1e-3)[0]
+    assert len(heard) >= start + len(wav)
+    np.testing.assert_allclose(heard[start:start + len(wav)], wav, atol=1e-3)
 
 
 def test_speak_unknown_device_is_one_line(pulse_server, tts_repo):
