@@ -1,7 +1,6 @@
 """`cli.py speak` without `--output`: the speech plays through a real PulseAudio server (the
 virtual speaker's monitor is recorded) with backpressure: it hears exactly what `--output`
-writes, no frame lost; and the output
-buffer's flush and backpressure driven without a device."""
+writes, no frame lost; and the output buffer's flush and backpressure driven without a device."""
 
 from __future__ import annotations
 
