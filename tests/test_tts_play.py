@@ -65,6 +65,17 @@ def test_speak_unknown_device_is_one_line(pulse_server, tts_repo):
     assert len(p.stderr.strip().splitlines()) == 1 and p.stdout == ""
 
 
+def test_output_only_opens_no_input_stream(pulse_server):
+    a = live.LiveAudio(input=False)
+    a.start()
+    try:
+        assert len(a._streams) == 1 and a._streams[0].channels == 1
+        assert a.output_latency_ms > 0 and a.input_latency_ms == 0
+        assert type(a._streams[0]).__name__ == "OutputStream"
+    finally:
+        a.stop()
+
+
 class _FakeCard:
     """The output callback driven by hand: `LiveAudio` without streams."""
 

@@ -67,6 +67,7 @@ def test_text_from_standard_input(tts_repo, tmp_path, monkeypatch, capsys):
     (["Hi.", "--cfg", "2.2"], "--cfg must be one of"),
     (["Hi.", "--voice", "nobody"], "hf download kyutai/tts-voices nobody.00000000@0.safetensors"),
     ([], "give the text"),
+    (["Hi.", "--output-device", "0"], "cannot be combined with --output"),
 ])
 def test_user_errors_are_one_line(tts_repo, tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # an unknown voice is looked up in the hub cache
