@@ -3,7 +3,7 @@
     python cli.py chat [--duration S] [--transcript t.json] [--record r.wav]  # live, sound card
     python cli.py run --input in.wav --output out.wav [--transcript t.json]  # file to file
     python cli.py bench [--frames N] [--schedule serial|pipelined]           # speed on this machine
-    python cli.py speak "Some text." --model-dir DIR --output out.wav        # text to speech
+    python cli.py speak "Some text." --model-dir DIR [--output out.wav]      # text to speech
     python cli.py transcribe --input in.wav --output out.json [--model stt-1b]  # speech to text
     python cli.py quantize SRC OUT_DIR --recipe NAME                         # see quantize/
     python cli.py quantize-report OUT_DIR --reference SRC
@@ -122,10 +122,14 @@ def _add_speak_parser(sub) -> None:
     s.add_argument("--model-dir", type=Path, required=True, metavar="DIR",
                    help="TTS repository directory (config.json, dsm_tts_*.safetensors, Mimi, "
                         "tokenizer), e.g. from `tiny_repo --kind tts`")
-    s.add_argument("--voice", metavar="NAME|FILE", help="voice: a .safetensors file or a name in "
-                   "DIR/voices (default: the only voice there)")
-    s.add_argument("--output", "-o", type=Path, required=True, metavar="FILE.wav",
-                   help="24 kHz wav to write")
+    s.add_argument("--voice", metavar="NAME|FILE", help="voice: a .safetensors file, a name in "
+                   "DIR/voices (default: the only voice there) or in the Hugging Face repo "
+                   "kyutai/tts-voices, e.g. expresso/ex03-ex01_happy_001_channel1_334s.wav")
+    s.add_argument("--output", "-o", type=Path, metavar="FILE.wav",
+                   help="24 kHz wav to write (default: play through the speakers as it is made)")
+    s.add_argument("--output-device", metavar="ID|NAME",
+                   help="without --output: speaker/headphones (index or name; see chat "
+                        "--list-devices)")
     s.add_argument("--cfg", type=float, default=2.0, help="guidance strength (1.0 to 4.0 by 0.5)")
     s.add_argument("--temp", type=float, default=0.6, help="text and audio temperature (0 = greedy)")
     s.add_argument("--seed", type=int, default=299792458, help="random seed (reproducible runs)")

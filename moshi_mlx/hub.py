@@ -41,6 +41,7 @@ NAMES = MOSHI.models
 QUANTS = tuple(LM_FILES)
 DEFAULT_NAME, DEFAULT_QUANT = "moshiko", "q4"
 DEFAULT_REPO = MOSHI.repo(DEFAULT_NAME, DEFAULT_QUANT)
+VOICES_REPO = "kyutai/tts-voices"  # the TTS speaker voices (`cli.py speak --voice NAME`)
 FILE_SIZES = MOSHI.sizes  # approximate, for the offline message
 
 
@@ -179,6 +180,17 @@ def _fetch(repo: str, filename: str, offline: bool, optional: bool = False) -> s
             f"download of {repo}/{filename} failed ({e.__class__.__name__}: {e}); "
             "run the command again to resume it"
         ) from None
+
+
+def fetch_file(repo: str, filename: str) -> Path:
+    """One file of a Hugging Face repo: from the cache, else downloaded (online). Offline or
+    unreachable and not cached: HubError naming the file and the `hf download` command."""
+    offline = hub_offline()
+    path = _fetch(repo, filename, offline)
+    if path is None:
+        why = "offline (HF_HUB_OFFLINE=1)" if offline else "the Hugging Face hub cannot be reached"
+        raise HubError(_missing_message(repo, [filename], why))
+    return Path(path)
 
 
 def _files_from_config(cfg: dict[str, Any], lm_default: str) -> tuple[str, str, str]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from moshi_mlx.audio.wav import read_wav
+from tests.helpers import make_cached_repo, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +65,13 @@ def test_text_from_standard_input(tts_repo, tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("args, message", [
     (["   "], "the text is empty"),
     (["Hi.", "--cfg", "2.2"], "--cfg must be one of"),
-    (["Hi.", "--voice", "nobody"], "voice file not found"),
+    (["Hi.", "--voice", "nobody"], "hf download kyutai/tts-voices nobody.00000000@0.safetensors"),
     ([], "give the text"),
+    (["Hi.", "--output-device", "0"], "cannot be combined with --output"),
 ])
-def test_user_errors_are_one_line(tts_repo, tmp_path, capsys, args, message):
+def test_user_errors_are_one_line(tts_repo, tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # an unknown voice is looked up in the hub cache
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     rc = _speak([*args, "--model-dir", str(tts_repo), "-o", str(tmp_path / "x.wav")])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("error: ") and message in err and "Traceback" not in err
@@ -83,3 +87,29 @@ def test_dropped_conditions_for_real_cfg():
     t, m = _with_dropped((mx.ones((1, 3, 2)), mx.array([[True, True, False]])))
     np.testing.assert_array_equal(np.array(t), [[[1, 1]] * 3, [[0, 0]] * 3])
     np.testing.assert_array_equal(np.array(m), [[True, True, False], [False, False, False]])
+
+
+def test_voice_from_the_hub_cache(tts_repo, tmp_path, capsys, monkeypatch):
+    """A voice that is neither a file nor in DIR/voices comes from kyutai/tts-voices through the
+    hub cache: offline, a cached one loads (the same voice as the local one gives the same audio);
+    an uncached one is one error line naming it and the download command."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    name = "expresso/happy.wav"
+    snap = make_cached_repo(tmp_path / "hub", "kyutai/tts-voices", {})
+    local = next((tts_repo / "voices").glob("*.safetensors"))
+    (snap / "expresso").mkdir()
+    (snap / f"{name}.00000000@0.safetensors").write_bytes(local.read_bytes())
+    wavs = []
+    for voice in ("default.wav", name):
+        wavs.append(tmp_path / f"{len(wavs)}.wav")
+        assert _speak(["Hello there.", "--model-dir", str(tts_repo), "-o", str(wavs[-1]),
+                       "--temp", "0", "--voice", voice]) == 0
+    a, b = (read_wav(w) for w in wavs)
+    assert len(a) > 0 and np.array_equal(a, b)
+    capsys.readouterr()
+    rc = _speak(["Hi.", "--model-dir", str(tts_repo), "-o", str(tmp_path / "x.wav"),
+                 "--voice", "expresso/sad.wav"])
+    line = one_line_error(rc, capsys.readouterr().err)
+    assert "'expresso/sad.wav'" in line and "offline" in line
+    assert line.endswith("hf download kyutai/tts-voices expresso/sad.wav.00000000@0.safetensors")

@@ -137,6 +137,12 @@ class JitterBuffer:
                 break
         return True
 
+    def finish(self) -> None:
+        """The stream ended: play what is queued even if it is less than the target depth (a
+        stream that never reaches the target, or one that underran near its end, would otherwise
+        keep its last blocks forever)."""
+        self.target = 1
+
     def note_catchup(self, frames: int = 1) -> None:
         """The caller played `frames` frames faster because `catchup` was set."""
         self.stats.catchup_frames += frames

@@ -16,6 +16,9 @@ Design (the reasons are latency and robustness):
   Moshi's voiced frames; it brings an excess latency back down by skipping quiet frames or, in
   continuous speech, by playing frames up to 10% faster (`StreamResampler.speed`), both counted.
   Its queued latency, the device's reported latencies and the burst sizes seen are reported.
+- Playback only (`input=False`, for `cli.py speak`): no input stream is opened and no microphone
+  is needed; the caller (`moshi_mlx.tts.play`) waits for room in the buffer instead of letting it
+  drop frames.
 - Echo reference (`keep_played=True`, for `moshi_mlx.audio.echo`): the output callback also keeps a
   copy of every block it played (silence, skips and catch-up included: exactly what went out),
   and both callbacks note PortAudio's time of their first sample (ADC / DAC). `take_played()`
@@ -176,6 +179,14 @@ def check_devices(input_device: str | int | None, output_device: str | int | Non
             _pick_rate(sd, "output", _parse_device(output_device)))
 
 
+def check_output_device(output_device: str | int | None) -> int:
+    """`check_devices` for playback only (no microphone needed); returns the output's rate."""
+    sd = _sounddevice()
+    if not len(sd.query_devices()):
+        raise AudioDeviceError("no sound devices found (is a sound card or audio server available?)")
+    return _pick_rate(sd, "output", _parse_device(output_device))
+
+
 class LiveAudio:
     """Two sounddevice streams feeding `read_frame()` and fed by `write_frame()` (24 kHz frames)."""
 
@@ -186,7 +197,9 @@ class LiveAudio:
         jitter_frames: int = 1,
         max_lag_frames: int = MAX_LAG_FRAMES,
         keep_played: bool = False,
+        input: bool = True,
     ) -> None:
+        self.input = input  # False: playback only (`speak`), no input stream is opened
         self.input_device = _parse_device(input_device)
         self.output_device = _parse_device(output_device)
         self.jitter_frames = max(1, jitter_frames)
@@ -252,21 +265,26 @@ class LiveAudio:
     def start(self) -> None:
         sd = _sounddevice()
         try:
-            self.input_rate, self.output_rate = check_devices(self.input_device,
-                                                              self.output_device)
+            if self.input:
+                self.input_rate, self.output_rate = check_devices(self.input_device,
+                                                                  self.output_device)
+            else:
+                self.output_rate = check_output_device(self.output_device)
             in_block, out_block = self._set_rates(self.input_rate, self.output_rate)
-            self._streams = [
-                sd.InputStream(samplerate=self.input_rate, blocksize=in_block, channels=1,
-                               dtype="float32", device=self.input_device,
-                               callback=self._on_input),
+            if self.input:
+                self._streams.append(
+                    sd.InputStream(samplerate=self.input_rate, blocksize=in_block, channels=1,
+                                   dtype="float32", device=self.input_device,
+                                   callback=self._on_input))
+            self._streams.append(
                 sd.OutputStream(samplerate=self.output_rate, blocksize=out_block, channels=1,
                                 dtype="float32", device=self.output_device,
-                                callback=self._on_output),
-            ]
+                                callback=self._on_output))
             for s in self._streams:
                 s.start()
-            self.input_latency_ms = 1e3 * float(self._streams[0].latency)
-            self.output_latency_ms = 1e3 * float(self._streams[1].latency)
+            if self.input:
+                self.input_latency_ms = 1e3 * float(self._streams[0].latency)
+            self.output_latency_ms = 1e3 * float(self._streams[-1].latency)
         except AudioDeviceError:
             self.stop()
             raise
