@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from moshi_mlx.audio.wav import read_wav  # noqa: E402
+from moshi_mlx.testing.echo_metrics import aligned_stoi, db  # noqa: E402
 
 RATE, FRAME = 24000, 1920
 USER_AT = 7 * RATE
@@ -95,16 +96,6 @@ class SpeexOneStage(Speex):
         b.stages, b.undo = b.stages[1:], b.undo[1:]
 
 
-def db(x: np.ndarray) -> float:
-    return float(10 * np.log10(np.mean(np.asarray(x, np.float64) ** 2) + 1e-20))
-
-
-def aligned_stoi(clean: np.ndarray, heard: np.ndarray, start: int, max_lag: int = 1200) -> float:
-    from pystoi import stoi
-    n = len(clean)
-    seg = np.concatenate([heard[start:start + n + max_lag], np.zeros(n + max_lag, np.float32)])
-    lag = max(range(0, max_lag, 2), key=lambda k: float(np.dot(seg[k:k + n], clean)))
-    return float(stoi(clean, seg[lag:lag + n], RATE))
 
 
 def measure(cls, delay_ms: float, echo_over_user_db: float) -> dict:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from moshi_mlx.audio.wav import read_wav
+from moshi_mlx.testing.echo_metrics import aligned_stoi, db
 
 echo = pytest.importorskip("moshi_mlx.audio.echo")
 pytest.importorskip("pyaec")
@@ -36,16 +37,6 @@ def room(delay_ms: float, seed: int = 0, tail_ms: float = 120.0) -> np.ndarray:
     return (h / np.sqrt(np.sum(h ** 2))).astype(np.float32)
 
 
-def db(x: np.ndarray) -> float:
-    return float(10 * np.log10(np.mean(np.asarray(x, np.float64) ** 2) + 1e-20))
-
-
-def aligned_stoi(clean: np.ndarray, heard: np.ndarray, start: int, max_lag: int = 1200) -> float:
-    """STOI of `heard` (which holds `clean` from sample `start`, possibly a little late)."""
-    n = len(clean)
-    seg = np.concatenate([heard[start:start + n + max_lag], np.zeros(n + max_lag, np.float32)])
-    lag = max(range(0, max_lag, 2), key=lambda k: float(np.dot(seg[k:k + n], clean)))
-    return float(pystoi.stoi(clean, seg[lag:lag + n], RATE))
 
 
 @pytest.fixture(scope="module")
