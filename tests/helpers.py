@@ -7,6 +7,8 @@ here, never from each other.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -244,11 +246,48 @@ def one_line_error(rc: int, err: str) -> str:
     return lines[0]
 
 
+def cli_process(server, command: str, *args: str) -> subprocess.Popen:
+    """`cli.py COMMAND ARGS` as a subprocess on the private PulseAudio server."""
+    env = dict(server.env, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), command, *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
 def chat(server, *args: str) -> subprocess.Popen:
     """`cli.py chat ARGS` as a subprocess on the private PulseAudio server."""
-    env = dict(server.env, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "chat", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return cli_process(server, "chat", *args)
+
+
+def talk_to(proc: subprocess.Popen, server, wav: Path, after_s: float = 0.0, timeout: float = 60,
+            recorder: subprocess.Popen | None = None) -> tuple[str, str, str]:
+    """Once `proc` says `listening`, play `wav` into the virtual microphone (`after_s` later) and
+    wait for `proc` to end; `proc` (and `recorder`) are always stopped. Returns (the output up to
+    `listening`, the rest of stdout, stderr)."""
+    try:
+        head = wait_for(proc, "listening")
+        player = server.play(wav, after_s=after_s)
+        out, err = proc.communicate(timeout=timeout)
+        player.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if recorder is not None:
+            recorder.terminate()
+            recorder.wait(10)
+    return head, out, err
+
+
+def interrupt(proc: subprocess.Popen, after_s: float = 3.0, timeout: float = 60) -> tuple[str, str]:
+    """Ctrl-C `proc` `after_s` seconds after it says `listening` (the ALSA pulse plugin takes
+    ~1-2 s to deliver its first block); returns (stdout, stderr)."""
+    try:
+        wait_for(proc, "listening")
+        time.sleep(after_s)
+        os.kill(proc.pid, signal.SIGINT)
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def wait_for(proc: subprocess.Popen, text: str, timeout: float = 60) -> str:

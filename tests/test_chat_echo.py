@@ -21,7 +21,7 @@ import pytest
 from moshi_mlx.audio.wav import read_wav
 from moshi_mlx.testing.echo_metrics import db
 from tests.audio_server import MIC
-from tests.helpers import chat, wait_for
+from tests.helpers import chat, talk_to
 from tests.helpers import read_wav as read_wav_channels
 
 pytest.importorskip("pyaec")
@@ -50,16 +50,8 @@ def _session(server, tiny_repo: Path, tmp: Path) -> dict:
     recorder = server.record(raw_mic, sink=MIC)
     p = chat(server, "--model-dir", str(tiny_repo), "--duration", str(DURATION_S), "--echo", "on",
              "--transcript", str(tr), "--record", str(rec), "--seed", "1")
-    try:
-        wait_for(p, "listening")
-        player = server.play(USER_WAV, after_s=USER_AFTER_S)
-        out, err = p.communicate(timeout=120)
-        player.wait(10)
-    finally:
-        if p.poll() is None:
-            p.kill()
-        recorder.terminate()
-        recorder.wait(10)
+    _, out, err = talk_to(p, server, USER_WAV, after_s=USER_AFTER_S, timeout=120,
+                          recorder=recorder)
     assert p.returncode == 0, err
     assert "Traceback" not in err and "echo removed" in out
     stats = json.loads(tr.read_text())["stats"]

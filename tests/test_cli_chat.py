@@ -9,18 +9,12 @@ model's speed, transcript and recording written, Ctrl-C ends cleanly.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import chat, read_wav, speechlike, wait_for, write_wav
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import chat, interrupt, read_wav, speechlike, talk_to, write_wav
 
 
 def test_chat_list_devices(pulse_server):
@@ -41,16 +35,7 @@ def test_chat_duplex_through_pulseaudio(pulse_server, tiny_repo, tmp_path, sched
     p = chat(pulse_server, "--model-dir", str(tiny_repo), "--duration", "5", "--transcript",
              str(tr), "--record", str(rec), "--seed", "1", "--schedule", schedule,
              "--echo", "off")  # the raw duplex path (test_chat_echo runs the canceller)
-    try:
-        head = wait_for(p, "listening")
-        player = pulse_server.play(user)
-        out, err = p.communicate(timeout=60)
-        player.wait(10)
-    finally:
-        if p.poll() is None:
-            p.kill()
-        recorder.terminate()
-        recorder.wait(10)
+    head, out, err = talk_to(p, pulse_server, user, recorder=recorder)
     assert p.returncode == 0, err
     assert "listening" in head and "Traceback" not in err
     stats = json.loads(tr.read_text())["stats"]
@@ -77,14 +62,7 @@ def test_chat_duplex_through_pulseaudio(pulse_server, tiny_repo, tmp_path, sched
 def test_chat_ctrl_c_ends_cleanly_and_saves(pulse_server, tiny_repo, tmp_path):
     tr = tmp_path / "t.json"
     p = chat(pulse_server, "--model-dir", str(tiny_repo), "--transcript", str(tr))
-    try:
-        wait_for(p, "listening")
-        time.sleep(3.0)  # the ALSA pulse plugin takes ~1-2 s to deliver its first block
-        os.kill(p.pid, signal.SIGINT)
-        out, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    out, err = interrupt(p)
     assert p.returncode == 0, err
     assert "Traceback" not in err
     data = json.loads(tr.read_text())

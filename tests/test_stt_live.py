@@ -9,26 +9,25 @@ out), and Ctrl+C must end a session cleanly with its output written.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
 from moshi_mlx.stt import Transcriber
-from tests.helpers import one_line_error, read_wav, run_cli, speechlike, wait_for, write_wav
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import (
+    cli_process,
+    interrupt,
+    one_line_error,
+    read_wav,
+    run_cli,
+    speechlike,
+    talk_to,
+    write_wav,
+)
 
 
 def transcribe(server, *args: str) -> subprocess.Popen:
-    env = dict(server.env, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "transcribe", "--plain", *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT)
+    return cli_process(server, "transcribe", "--plain", *args)
 
 
 def test_live_transcript_equals_the_file_transcript_of_what_was_heard(
@@ -37,14 +36,7 @@ def test_live_transcript_equals_the_file_transcript_of_what_was_heard(
     out, rec = tmp_path / "live.json", tmp_path / "heard.wav"
     p = transcribe(pulse_server, "--model-dir", str(tiny_stt_repo), "--duration", "4",
                    "--output", str(out), "--record", str(rec))
-    try:
-        wait_for(p, "listening")
-        player = pulse_server.play(user)
-        stdout, err = p.communicate(timeout=90)
-        player.wait(10)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    _, stdout, err = talk_to(p, pulse_server, user, timeout=90)
     assert p.returncode == 0, err
     assert "Traceback" not in err
     live = json.loads(out.read_text())
@@ -61,14 +53,7 @@ def test_live_transcript_equals_the_file_transcript_of_what_was_heard(
 def test_live_ctrl_c_finishes_and_saves(pulse_server, tiny_stt_repo, tmp_path):
     out = tmp_path / "live.txt"
     p = transcribe(pulse_server, "--model-dir", str(tiny_stt_repo), "--output", str(out))
-    try:
-        wait_for(p, "listening")
-        time.sleep(3.0)  # the ALSA pulse plugin takes ~1-2 s to deliver its first block
-        os.kill(p.pid, signal.SIGINT)
-        stdout, err = p.communicate(timeout=120)  # generous: a loaded 2-core machine
-    finally:
-        if p.poll() is None:
-            p.kill()
+    stdout, err = interrupt(p, timeout=120)  # generous: a loaded 2-core machine
     assert p.returncode == 0, err
     assert "Traceback" not in err and out.is_file()
     assert "s transcribed" in stdout

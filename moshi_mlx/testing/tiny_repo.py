@@ -132,6 +132,22 @@ def _probe(cfg: MimiConfig, rng: np.random.Generator) -> np.ndarray:
     return (amps[:, None] * frames).astype(np.float32).reshape(1, 1, -1)
 
 
+def write_tokenizer_and_mimi(out: Path, tokenizer_file: str, mimi_file: str, mimi_cfg: MimiConfig,
+                             seed: int, codebooks_from_data: bool = True) -> int:
+    """Create `out` and write the tiny tokenizer and a random Mimi (released PyTorch names) into it,
+    as every tiny repo kind does; returns the tokenizer's vocabulary size."""
+    import sentencepiece
+    from safetensors.numpy import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    spm_bytes = train_tokenizer()
+    (out / tokenizer_file).write_bytes(spm_bytes)
+    save_file(build_mimi_weights(mimi_cfg, seed, codebooks_from_data=codebooks_from_data),
+              str(out / mimi_file))
+    (out / mimi_file).chmod(0o644)  # safetensors writes 0600
+    return sentencepiece.SentencePieceProcessor(model_proto=spm_bytes).vocab_size()
+
+
 def write_tiny_repo(out_dir: str | Path, quant: str = "bf16", seed: int = 0,
                     full_mimi: bool = False) -> Path:
     """Write the tiny repo into `out_dir` (created if needed); returns its path.
@@ -140,7 +156,6 @@ def write_tiny_repo(out_dir: str | Path, quant: str = "bf16", seed: int = 0,
     block in config.json) with an LM of 2048 audio bins, so that `--mimi-backend rustymimi` (which
     hard-codes the real configuration) runs too."""
     import mlx.core as mx
-    from safetensors.numpy import save_file
 
     from ..loading import save_lm
     from ..models.lm import Lm
@@ -149,18 +164,11 @@ def write_tiny_repo(out_dir: str | Path, quant: str = "bf16", seed: int = 0,
     if quant not in LM_FILES:
         raise ValueError(f"unknown --quant {quant!r}; choose from {', '.join(LM_FILES)}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    spm_bytes = train_tokenizer()
-    (out / TOKENIZER_FILE).write_bytes(spm_bytes)
-    import sentencepiece
-
-    vocab = sentencepiece.SentencePieceProcessor(model_proto=spm_bytes).vocab_size()
     mimi_cfg = mimi_202407(32) if full_mimi else tiny_mimi_config()
-    lm_cfg = tiny_lm_config(text_card=vocab, card=mimi_cfg.quantizer_bins)
     # The real-size random Mimi keeps unit-normal codebooks: fitting them would take ~25 s here.
-    save_file(build_mimi_weights(mimi_cfg, seed, codebooks_from_data=not full_mimi),
-              str(out / MIMI_FILE))
-    (out / MIMI_FILE).chmod(0o644)  # safetensors writes 0600
+    vocab = write_tokenizer_and_mimi(out, TOKENIZER_FILE, MIMI_FILE, mimi_cfg, seed,
+                                     codebooks_from_data=not full_mimi)
+    lm_cfg = tiny_lm_config(text_card=vocab, card=mimi_cfg.quantizer_bins)
 
     mx.random.seed(seed)
     lm = Lm(lm_cfg)

@@ -65,7 +65,6 @@ def _shape_outputs(w: dict, rng: np.random.Generator) -> None:
 def write_tiny_stt_repo(out_dir: str | Path, quant: str = "bf16", seed: int = 0) -> Path:
     """Write the tiny STT repo into `out_dir` (created if needed); returns its path."""
     import mlx.core as mx
-    import sentencepiece
     from mlx.utils import tree_flatten
     from safetensors.numpy import save_file
 
@@ -75,21 +74,15 @@ def write_tiny_stt_repo(out_dir: str | Path, quant: str = "bf16", seed: int = 0)
     from .tiny_repo import (
         LM_FILES,
         QUANT_SPECS,
-        build_mimi_weights,
         tiny_mimi_config,
-        train_tokenizer,
+        write_tokenizer_and_mimi,
     )
 
     if quant not in LM_FILES:
         raise ValueError(f"unknown --quant {quant!r}; choose from {', '.join(LM_FILES)}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    spm_bytes = train_tokenizer()
-    (out / STT_TOKENIZER_FILE).write_bytes(spm_bytes)
-    vocab = sentencepiece.SentencePieceProcessor(model_proto=spm_bytes).vocab_size()
     mimi_cfg = dataclasses.replace(tiny_mimi_config(), quantizer_n_q=32)
-    save_file(build_mimi_weights(mimi_cfg, seed), str(out / STT_MIMI_FILE))
-    (out / STT_MIMI_FILE).chmod(0o644)
+    vocab = write_tokenizer_and_mimi(out, STT_TOKENIZER_FILE, STT_MIMI_FILE, mimi_cfg, seed)
 
     cfg = tiny_stt_config(text_card=vocab, card=mimi_cfg.quantizer_bins)
     mx.random.seed(seed)

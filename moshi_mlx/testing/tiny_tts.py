@@ -63,21 +63,15 @@ def tiny_tts_config(text_card: int, card: int, n_q: int) -> dict:
 
 def write_tiny_tts_repo(out_dir: str | Path, seed: int = 0) -> Path:
     import mlx.core as mx
-    import sentencepiece
     from safetensors.numpy import save_file
 
     from ..loading import save_lm
     from ..models.lm import Lm
-    from .tiny_repo import build_mimi_weights, tiny_mimi_config, train_tokenizer
+    from .tiny_repo import tiny_mimi_config, write_tokenizer_and_mimi
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    spm_bytes = train_tokenizer()
-    (out / TOKENIZER_FILE).write_bytes(spm_bytes)
-    vocab = sentencepiece.SentencePieceProcessor(model_proto=spm_bytes).vocab_size()
     mimi_cfg = tiny_mimi_config()
-    save_file(build_mimi_weights(mimi_cfg, seed), str(out / MIMI_FILE))
-    (out / MIMI_FILE).chmod(0o644)  # safetensors writes 0600
+    vocab = write_tokenizer_and_mimi(out, TOKENIZER_FILE, MIMI_FILE, mimi_cfg, seed)
     config = tiny_tts_config(vocab, mimi_cfg.quantizer_bins, mimi_cfg.quantizer_n_q)
     config["mimi"] = mimi_cfg.to_dict()
     mx.random.seed(seed)
