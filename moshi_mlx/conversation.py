@@ -157,6 +157,8 @@ class Conversation:
         self.mimi = mimi
         self.tokenizer = tokenizer
         self.frame_size = int(mimi.frame_size)
+        self.frame = 0
+        self._schedule = "serial"
         self.schedule = schedule
         self.reset()
 
@@ -168,7 +170,7 @@ class Conversation:
     def schedule(self, value: str) -> None:
         if value not in SCHEDULES:
             raise ValueError(f"unknown schedule {value!r}; choose one of {SCHEDULES}")
-        if getattr(self, "frame", 0) and value != self._schedule:
+        if self.frame and value != self._schedule:
             raise ValueError("the schedule can only change between conversations (after reset())")
         self._schedule = value
 
