@@ -113,3 +113,47 @@ def test_voice_from_the_hub_cache(tts_repo, tmp_path, capsys, monkeypatch):
     line = one_line_error(rc, capsys.readouterr().err)
     assert "'expresso/sad.wav'" in line and "offline" in line
     assert line.endswith("hf download kyutai/tts-voices expresso/sad.wav.00000000@0.safetensors")
+
+
+def test_streamed_text_is_spoken_before_the_rest_arrives(tts_repo):
+    """Text arriving in pieces (a pipe): the first piece's audio comes out completely while the
+    second piece has not been written yet, and equals the audio of that piece spoken alone
+    (same greedy tokens until the closed script marks its end)."""
+    import threading
+
+    from moshi_mlx.sampling import Sampler
+    from moshi_mlx.tts.speak import find_voice, load_tts, speak
+
+    model = load_tts(tts_repo)
+    voice = find_voice(model, None)
+    greedy = {"text_sampler": Sampler(0.0), "audio_sampler": Sampler(0.0), "seed": 0}
+    first = "Hello there, this is the first line."
+    alone = speak(model, first, voice, **greedy)
+    n_first = len(alone.pcm) // 1920
+    assert n_first > 10
+
+    frames: list[np.ndarray] = []
+    out_before_second = threading.Event()
+
+    def on_audio(pcm: np.ndarray) -> None:
+        frames.append(pcm)
+        if len(frames) >= n_first:
+            out_before_second.set()
+
+    waited: list[bool] = []
+
+    def pieces():
+        yield first + "\n"
+        waited.append(out_before_second.wait(timeout=120))
+        yield "And this line comes later.\n"
+
+    res = speak(model, pieces(), voice, on_audio=on_audio, **greedy)
+    assert waited == [True], "the first line's audio was held back until more text came"
+    # Equal until the closed script's end marker (fed at its end_step) reaches the audio: frame
+    # f holds codebooks sampled up to step f + 2 and audio index j is frame j + delay + 2.
+    same = alone.end_step - model.delay_steps - 4
+    assert same > 10
+    np.testing.assert_array_equal(np.concatenate(frames[:same]), alone.pcm[:same * 1920])
+    words = [w for w, _ in res.transcript]
+    assert words[-1] == "later." and res.end_step is not None
+    assert len(res.pcm) > len(alone.pcm) + 4 * 1920

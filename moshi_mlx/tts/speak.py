@@ -13,7 +13,8 @@ which the model asked for a word past the last one).
 
 `text` is a string (the whole script, one speaker) or an iterable of pieces read on a thread
 (standard input, line by line): pieces are tokenized as they arrive and the machine pads while
-waiting for more, so speech starts before the text is complete.
+waiting for more, so speech starts before the text is complete. When the text pauses, the loop
+keeps stepping until the audio of what was given is out, then blocks until more text arrives.
 """
 
 from __future__ import annotations
@@ -211,9 +212,19 @@ def speak(
     chunks: list[np.ndarray] = []
     decoded = 0
     n_words = 0
+    # Streaming text that pauses: the audio lags the last word by its padding and the delays,
+    # so keep stepping (padding) that long before blocking on the next piece of text.
+    tail = MAX_PADDING + gen.delay_steps + gen.max_delay + FINAL_PADDING
+    idle_since: int | None = None
     for t in range(max_steps):
         if feed is not None and not state.closed:
-            _feed(feed, reader, state, wait=not state.entries and not state.queued and t > 0)
+            starved = not state.entries and not state.queued
+            if not starved:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = t
+            finishing = starved and bool(state.consumption_times) and t < idle_since + tail
+            _feed(feed, reader, state, wait=starved and t > 0 and not finishing)
         if state.end_step is not None and t >= state.end_step + gen.delay_steps + FINAL_PADDING:
             break
         out = gen.step()
