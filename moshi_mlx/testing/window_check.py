@@ -10,8 +10,9 @@ states; `check()` recomputes the window teacher-forced in ONE full forward, with
 built here (independently of the caches), and compares every position of the window that the
 receptive field makes exact (the last `context + L` of them, or all while the run is shorter
 than the window) with what the streaming steps returned: the hidden state after `out_norm` and
-the text logits. A cache that wraps wrongly (stale, missing or extra keys, wrong positions) makes
-these differ by O(1); a correct one only by float rounding (different reduction orders).
+the text logits. A correct cache differs only by float rounding (different reduction orders);
+a wrong one (stale, missing or extra keys, wrong positions) by far more: a single extra key
+(Kyutai MLX's context + 1 window) already moves the hidden state by ~4e-2 relative.
 
 RoPE makes attention depend on relative positions only, so the window is run at positions
 0..W-1: the comparison also checks that streaming positions are consistent after a wrap.
