@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from moshi_mlx.tts.speak import find_voice, load_tts, speak
 
     tmp = tempfile.TemporaryDirectory()
+    model_name = str(a.model_dir) if a.model_dir else f"tiny random TTS (context {a.context})"
     if a.model_dir is None:
         a.model_dir = write_tiny_tts_repo(Path(tmp.name) / "tiny", seed=a.seed, context=a.context)
     wav_path = a.wav or Path(tmp.name) / "long.wav"
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     n_words = len(re.sub(r"<break[^>]*>", " ", text).split())
     expect_steps = 8 * n_words
     spread = {int(s) for s in np.linspace(ctx, expect_steps, a.spread_checks)}
-    print(f"model {a.model_dir} (context {ctx}), script {len(text)} chars ~{n_words} words; "
+    print(f"model {model_name} (context {ctx}), script {len(text)} chars ~{n_words} words; "
           f"mlx {mx.__version__}, {platform.machine()}", flush=True)
 
     checker = WindowChecker(model.lm)
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(summary, indent=1, default=str))
     summary["check_window"] = checker.window
     out = {"summary": summary, "rows": rows, "checks": checks, "mlx": mx.__version__,
-           "machine": platform.platform(), "model_dir": str(a.model_dir) if a.model_dir else None}
+           "machine": platform.platform(), "model": model_name}
     if a.json:
         a.json.write_text(json.dumps(out, indent=1, default=list) + "\n")
     if a.md:
