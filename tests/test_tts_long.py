@@ -4,7 +4,8 @@
   from tests/golden/make_golden_tts_long.py: context 16, 272 steps, two multi-sentence scripts
   with breaks), state machine trace included;
 - `WindowChecker` (moshi_mlx/testing/window_check.py): the streaming hidden states equal a full
-  sliding-window forward around every cache wrap, and it flags Kyutai MLX's context+1 window;
+  sliding-window forward around every cache wrap (real CFG's doubled batch too), and it flags
+  Kyutai MLX's context+1 window;
 - `speak` on a tiny repo with an 8-step context for 30x its context: the check passes over the
   whole run, the KV caches hold exactly `context` keys, MLX active memory stays flat, and the
   audio streamed into a `WavWriter` equals the returned audio; an interrupted `cli.py speak`
@@ -108,6 +109,34 @@ def test_window_check_flags_a_context_plus_one_window(gold):
         rel.append(checker.check().hidden_rel)
     assert max(rel[:ctx]) < REL_TOL  # every key still in both windows
     assert min(rel[ctx + 4:]) > 1e-3
+
+
+def test_window_check_with_real_cfg_doubled_batch(gold):
+    """Real CFG runs the temporal transformer on 2B rows (conditioned, then dropped conditions
+    with the text zeroed): both halves stay exact past several wraps."""
+    ctx = gold["settings"]["context"]
+    lm = _lm(gold, ctx)
+    gen = _gen(lm, gold)
+    B = gen.batch_size
+    speakers = mx.array(gold["speakers"])
+    cond = lm.conditions({
+        "cfg": [c["cfg"] for c in gold["conditions"]] + [None] * B,
+        "control": [c["control"] for c in gold["conditions"]] + [None] * B,
+        "speaker_wavs": (mx.concatenate([speakers, mx.zeros_like(speakers)]),
+                         mx.array([[True] * speakers.shape[1]] * B
+                                  + [[False] * speakers.shape[1]] * B)),
+    })
+    gen = TtsGen(lm, gen.machine, gen.states, cond, gen.delay_steps, text_sampler=GREEDY,
+                 audio_sampler=GREEDY, cfg_coef=2.0)
+    checker = WindowChecker(lm, cond)
+    checks = []
+    for _ in range(4 * ctx + 2):
+        out = gen.step()
+        assert out.inputs.shape[0] == 2 * B
+        checker.record(out)
+        if gen.step_count % ctx in (0, 1, ctx - 1):
+            checks.append(checker.check())
+    assert len(checks) >= 10 and max(max(c.hidden_rel, c.logits_rel) for c in checks) < REL_TOL
 
 
 @pytest.fixture(scope="module")
