@@ -4,6 +4,9 @@
 32/64-bit, plain or WAVE_FORMAT_EXTENSIBLE, any rate, any channel count), mixes it to mono and
 resamples it to `sample_rate`, returning float32 `[N]` in [-1, 1]. `write_wav(path, pcm, sample_rate)`
 writes 16-bit PCM from float `[N]` (mono) or `[C, N]` (e.g. the user and Moshi as two channels).
+`WavWriter(path, sample_rate)` writes the same format as the audio comes (`write(pcm)` per chunk,
+constant memory): the header's sizes are patched after every chunk, so the file is a valid wav
+holding everything written so far at any moment (an interrupted program loses nothing).
 Anything unreadable (not RIFF/WAVE, no fmt or data chunk, unsupported encoding, empty, truncated)
 raises `AudioFileError`, a `ValueError` whose message names the file and the problem.
 
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["AudioFileError", "read_wav", "write_wav", "resample"]
+__all__ = ["AudioFileError", "WavWriter", "read_wav", "write_wav", "resample"]
 
 _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
 _ZERO_CROSSINGS = 16  # per side
@@ -109,20 +112,73 @@ def read_wav(path: str | Path, sample_rate: int = 24000) -> np.ndarray:
     return resample(mono, rate, sample_rate).astype(np.float32)
 
 
-def write_wav(path: str | Path, pcm: np.ndarray, sample_rate: int = 24000) -> None:
-    """Write float audio `[N]` or `[C, N]` (values in [-1, 1], clipped) as 16-bit PCM."""
+def _pcm16(pcm: np.ndarray) -> tuple[bytes, int]:
+    """Float `[N]` or `[C, N]` -> (interleaved 16-bit little-endian bytes, channel count)."""
     x = np.asarray(pcm, dtype=np.float32)
     if x.ndim == 1:
         x = x[None]
     if x.ndim != 2 or x.shape[0] < 1:
         raise ValueError(f"pcm must be [N] or [C, N], got shape {x.shape}")
-    channels = x.shape[0]
-    frames = (np.clip(x.T, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+    return (np.clip(x.T, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes(), x.shape[0]
+
+
+def _header(channels: int, sample_rate: int, data_bytes: int) -> bytes:
     fmt = struct.pack("<HHIIHH", _PCM, channels, sample_rate, sample_rate * 2 * channels,
                       2 * channels, 16)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(frames))
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", data_bytes)
+    return b"RIFF" + struct.pack("<I", len(body) + data_bytes) + body
+
+
+def write_wav(path: str | Path, pcm: np.ndarray, sample_rate: int = 24000) -> None:
+    """Write float audio `[N]` or `[C, N]` (values in [-1, 1], clipped) as 16-bit PCM."""
+    frames, channels = _pcm16(pcm)
     with open(path, "wb") as f:
-        f.write(b"RIFF" + struct.pack("<I", len(body) + len(frames)) + body + frames)
+        f.write(_header(channels, sample_rate, len(frames)) + frames)
+
+
+class WavWriter:
+    """A 16-bit PCM wav written chunk by chunk (`write_wav`'s format); use as a context manager.
+
+    After each `write` the header holds the sizes so far (two small seeks), so a reader sees a
+    complete file whenever the writer stops, even if `close` never runs."""
+
+    def __init__(self, path: str | Path, sample_rate: int = 24000, channels: int = 1) -> None:
+        self.path, self.sample_rate, self.channels = Path(path), sample_rate, channels
+        self.samples = 0  # per channel
+        self._data = 0
+        self._f = open(self.path, "wb")  # noqa: SIM115 (closed by close / __exit__)
+        self._f.write(_header(channels, sample_rate, 0))
+        self._f.flush()
+
+    def write(self, pcm: np.ndarray) -> None:
+        """Append float `[N]` (mono) or `[C, N]` (C = channels) samples in [-1, 1] (clipped)."""
+        frames, channels = _pcm16(pcm)
+        if channels != self.channels:
+            raise ValueError(f"{self.path}: {channels} channels written to a "
+                             f"{self.channels}-channel wav")
+        self._f.write(frames)
+        self._data += len(frames)
+        self.samples += len(frames) // (2 * channels)
+        self._f.seek(4)
+        self._f.write(struct.pack("<I", 36 + self._data))
+        self._f.seek(40)
+        self._f.write(struct.pack("<I", self._data))
+        self._f.seek(0, 2)
+        self._f.flush()
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self) -> WavWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _kaiser_sinc(up: int, down: int) -> tuple[np.ndarray, int]:

@@ -3,8 +3,9 @@
     python -m moshi_mlx.testing.tiny_repo OUT_DIR --kind tts [--seed N]
 
 Files (the real repo's names and `config.json` form; see docs/tts.md):
-- `dsm_tts_00000000@0.safetensors`: a random LM (dim 64, 2 layers, context 50, 8 codebooks of
-  128 bins all generated, delays [0, 0] + [2] * 7) with every TTS feature of the real one: demuxed
+- `dsm_tts_00000000@0.safetensors`: a random LM (dim 64, 2 layers, context 50 or
+  `write_tiny_tts_repo(context=...)`, 8 codebooks of 128 bins all generated,
+  delays [0, 0] + [2] * 7) with every TTS feature of the real one: demuxed
   second text stream, low-rank depformer embeddings with a weight schedule, cross-attention to
   `speaker_wavs`, `cfg` and `control` LUT conditioners. Kyutai's MLX names, bf16 (the loader
   reads either naming);
@@ -33,11 +34,12 @@ VOICE_DIM, VOICE_STEPS = 32, 10
 CFG_VALUES = ["1.0", "1.5", "2.0", "2.5", "3.0", "3.5", "4.0"]
 
 
-def tiny_tts_config(text_card: int, card: int, n_q: int) -> dict:
-    """config.json of the tiny TTS model (LM kwargs plus the TTS hub keys)."""
+def tiny_tts_config(text_card: int, card: int, n_q: int, context: int = 50) -> dict:
+    """config.json of the tiny TTS model (LM kwargs plus the TTS hub keys); `context`: the
+    temporal attention context in steps (tts-1.6b-en_fr's is 500, for long-run benchmarks)."""
     lm = LmConfig(
         dim=64, text_card=text_card, n_q=n_q, dep_q=n_q, card=card, num_heads=4, num_layers=2,
-        hidden_scale=3.0, context=50, depformer_dim=64, depformer_dim_feedforward=192,
+        hidden_scale=3.0, context=context, depformer_dim=64, depformer_dim_feedforward=192,
         depformer_num_heads=4, depformer_num_layers=1,
         depformer_weights_per_step_schedule=tuple(list(range(4)) + [4] * (n_q - 4)),
         delays=tuple([0, 0] + [2] * (n_q - 1)), demux_second_stream=True,
@@ -61,7 +63,7 @@ def tiny_tts_config(text_card: int, card: int, n_q: int) -> dict:
     return cfg
 
 
-def write_tiny_tts_repo(out_dir: str | Path, seed: int = 0) -> Path:
+def write_tiny_tts_repo(out_dir: str | Path, seed: int = 0, context: int = 50) -> Path:
     import mlx.core as mx
     from safetensors.numpy import save_file
 
@@ -72,7 +74,7 @@ def write_tiny_tts_repo(out_dir: str | Path, seed: int = 0) -> Path:
     out = Path(out_dir)
     mimi_cfg = tiny_mimi_config()
     vocab = write_tokenizer_and_mimi(out, TOKENIZER_FILE, MIMI_FILE, mimi_cfg, seed)
-    config = tiny_tts_config(vocab, mimi_cfg.quantizer_bins, mimi_cfg.quantizer_n_q)
+    config = tiny_tts_config(vocab, mimi_cfg.quantizer_bins, mimi_cfg.quantizer_n_q, context)
     config["mimi"] = mimi_cfg.to_dict()
     mx.random.seed(seed)
     lm = Lm(LmConfig.from_dict(config))

@@ -1,8 +1,10 @@
 """`cli.py speak`: argument checks and wiring for text to speech (see `moshi_mlx.tts.speak`).
 
-Writes the words to standard output as the model starts them, then the wav at the end (`--output`)
-or, without `--output`, plays the audio as it is generated (`moshi_mlx.tts.play`), then one
-summary line. A bad `--output-device` is reported before the model loads. User mistakes raise ValueError / OSError, which `cli.py` prints as one line.
+Writes the words to standard output as the model starts them, and the wav as the audio comes
+(`--output`: a valid file at every moment, so an interrupted run keeps what was made) or, without
+`--output`, plays the audio as it is generated (`moshi_mlx.tts.play`), then one summary line.
+A bad `--output-device` is reported before the model loads. User mistakes raise ValueError /
+OSError, which `cli.py` prints as one line.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def _voice(model: TtsModel, name: str | None) -> Path:
 
 
 def run_speak(a: argparse.Namespace) -> int:
-    from ..audio.wav import write_wav
+    from ..audio.wav import WavWriter
     from .speak import FRAME_RATE, load_tts, speak
 
     if a.temp < 0:
@@ -82,25 +84,33 @@ def run_speak(a: argparse.Namespace) -> int:
 
         player = SpeakerOutput(a.output_device)
         player.start()
+    writer = None if player is not None else WavWriter(a.output, model.codec.sample_rate)
     t0 = time.perf_counter()
     drained = False
     try:
         result = speak(model, text, voice, cfg_coef=a.cfg, text_sampler=text_sampler,
                        audio_sampler=audio_sampler, seed=a.seed,
                        max_steps=int(a.max_seconds * FRAME_RATE) + model.delay_steps + 8,
-                       on_audio=None if player is None else player.write,
-                       on_word=lambda word, step: print(word, end=" ", flush=True))
+                       on_audio=player.write if writer is None else writer.write,
+                       on_word=lambda word, step: print(word, end=" ", flush=True),
+                       keep_audio=False)
         print()
         if player is not None:
             player.close()
             drained = True
+    except Exception:
+        if writer is not None and writer.samples == 0:  # an error before any audio: no file
+            writer.close()
+            a.output.unlink(missing_ok=True)
+        raise
     finally:
+        if writer is not None:
+            writer.close()
         if player is not None and not drained:
             player.close(drain=False)
-    seconds = len(result.pcm) / model.codec.sample_rate
+    seconds = result.samples / model.codec.sample_rate
     note = "" if result.end_step is not None else " (cut by --max-seconds)"
     if player is None:
-        write_wav(a.output, result.pcm, model.codec.sample_rate)
         print(f"wrote {a.output}: {seconds:.2f} s of audio in {time.perf_counter() - t0:.1f} s{note}")
     else:
         st = player.audio.stats

@@ -49,12 +49,16 @@ TTS_AUDIO = Sampler(0.6, top_k=250)
 @dataclass(frozen=True)
 class TtsStep:
     """One step: the LM's proposals, the ids fed, whether an entry started, the aligned frame
-    [B, 1 + n_q] (text, audio; -1 = no audio yet) or None before the delays allow one."""
+    [B, 1 + n_q] (text, audio; -1 = no audio yet) or None before the delays allow one; and what
+    the temporal transformer saw and gave (`inputs` [B', 1 + n_q] ids, `hidden` [B', D]; B' = 2B
+    with real CFG), for checks such as `moshi_mlx.testing.window_check`."""
 
     sampled: list[int]
     fed: list[int]
     consumed: list[bool]
     frame: mx.array | None
+    inputs: mx.array | None = None
+    hidden: mx.array | None = None
 
 
 class TtsGen:
@@ -145,7 +149,7 @@ class TtsGen:
         self._history.append((text, audio))
         self.step_count += 1
         return TtsStep(sampled=[int(s) for s in sampled], fed=fed, consumed=consumed,
-                       frame=self._aligned_frame())
+                       frame=self._aligned_frame(), inputs=x[:, :, 0], hidden=h)
 
     def _make_depformer(self, compile: bool):
         """(h [B or 2B, D], text [B], keys [dep_q, 2] or None) -> audio [B, dep_q]: one frame of

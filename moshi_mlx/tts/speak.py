@@ -5,7 +5,10 @@
 tokenizer. `speak(model, text, voice)` runs `TtsGen` with the state machine settings of PyTorch
 moshi's `TTSModel` (initial_padding 2, max_padding 8, one forced pad between words as in its
 `simple_generate`, final_padding 4) and decodes each frame with Mimi as soon as its audio is
-complete, calling `on_audio(pcm)` with 1920 samples at a time.
+complete, calling `on_audio(pcm)` with 1920 samples at a time. Memory stays flat however long
+the text: the LM's KV caches hold exactly its context, and with `keep_audio=False` the audio is
+only handed to `on_audio` (e.g. `moshi_mlx.audio.wav.WavWriter.write`, or the speakers), not kept
+for the result. `on_step(gen, step)` sees every `TtsGen` step (checks, benchmarks).
 
 Audio timing (PT `simple_generate`): frame f carries audio once f >= delay_steps; the first two
 decoded frames are dropped, and the audio ends `end_step` frames later (`end_step` = the step at
@@ -31,7 +34,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..sampling import Sampler
-from .generate import TtsGen
+from .generate import TtsGen, TtsStep
 from .script import ScriptReader
 from .state_machine import State, StateMachine, TokenIds
 from .voices import load_voice, speaker_condition, voice_suffix
@@ -144,7 +147,8 @@ def _with_dropped(value: Any) -> Any:
 
 @dataclass
 class SpeakResult:
-    pcm: np.ndarray  # [N] float32, 24 kHz
+    pcm: np.ndarray  # [N] float32, 24 kHz (empty with keep_audio=False)
+    samples: int  # audio samples produced (passed to on_audio), kept or not
     steps: int
     end_step: int | None
     transcript: list[tuple[str, int]]
@@ -192,6 +196,8 @@ def speak(
     max_steps: int = 30000,
     on_audio: Callable[[np.ndarray], None] | None = None,
     on_word: Callable[[str, int], None] | None = None,
+    keep_audio: bool = True,
+    on_step: Callable[[TtsGen, TtsStep], None] | None = None,
 ) -> SpeakResult:
     """Synthesize `text`; see the module docstring."""
     machine = model.machine()
@@ -210,7 +216,7 @@ def speak(
                  **kwargs)
     codec_state = model.codec.init_state(1)
     chunks: list[np.ndarray] = []
-    decoded = 0
+    decoded = samples = 0
     n_words = 0
     # Streaming text that pauses: the audio lags the last word by its padding and the delays,
     # so keep stepping (padding) that long before blocking on the next piece of text.
@@ -228,6 +234,8 @@ def speak(
         if state.end_step is not None and t >= state.end_step + gen.delay_steps + FINAL_PADDING:
             break
         out = gen.step()
+        if on_step is not None:
+            on_step(gen, out)
         if on_word is not None:
             for word, step in state.transcript[n_words:]:
                 on_word(word, step)
@@ -241,11 +249,14 @@ def speak(
             continue
         if state.end_step is not None and decoded - DROPPED_FRAMES > state.end_step:
             continue
-        chunks.append(pcm)
+        samples += len(pcm)
+        if keep_audio:
+            chunks.append(pcm)
         if on_audio is not None:
             on_audio(pcm)
     pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return SpeakResult(pcm.astype(np.float32), gen.step_count, state.end_step, list(state.transcript))
+    return SpeakResult(pcm.astype(np.float32), samples, gen.step_count, state.end_step,
+                       list(state.transcript))
 
 
 def _feed(feed: _TextFeed, reader: ScriptReader, state: State, wait: bool) -> None:
