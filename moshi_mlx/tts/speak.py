@@ -191,8 +191,10 @@ def speak(
     max_steps: int = 30000,
     on_audio: Callable[[np.ndarray], None] | None = None,
     on_word: Callable[[str, int], None] | None = None,
+    on_entry: Callable[[int], None] | None = None,
 ) -> SpeakResult:
-    """Synthesize `text`; see the module docstring."""
+    """Synthesize `text`; see the module docstring. `on_word(word, step)` as the model starts a
+    word, `on_entry(step)` as it starts any entry (a word or a `<break>`)."""
     machine = model.machine()
     multi = "speaker_wavs" in model.conditioners
     reader = ScriptReader(model.tokenizer, machine.token_ids, FRAME_RATE, multi, PADDING_BETWEEN)
@@ -210,7 +212,7 @@ def speak(
     codec_state = model.codec.init_state(1)
     chunks: list[np.ndarray] = []
     decoded = 0
-    n_words = 0
+    n_words = n_entries = 0
     for t in range(max_steps):
         if feed is not None and not state.closed:
             _feed(feed, reader, state, wait=not state.entries and not state.queued and t > 0)
@@ -221,6 +223,10 @@ def speak(
             for word, step in state.transcript[n_words:]:
                 on_word(word, step)
         n_words = len(state.transcript)
+        if on_entry is not None:
+            for step in state.consumption_times[n_entries:]:
+                on_entry(step)
+        n_entries = len(state.consumption_times)
         if out.frame is None or t - gen.max_delay < gen.delay_steps:
             continue
         codes = np.asarray(out.frame[:, 1:], dtype=np.int32)[:, :, None]
