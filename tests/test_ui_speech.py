@@ -76,8 +76,9 @@ def test_end_of_the_audio_and_a_finished_run_mark_every_started_word_spoken():
     assert styled(words_text(ui, ui.progress()))[SPOKEN] == TEXT[:5]
     ui = ui_with(playing(10, 3))
     ui.stop(done=True)
-    words = styled(words_text(ui, ui.progress()))
+    words = styled(words_text(ui, ui.snapshot()))
     assert words[SPOKEN] == TEXT[:5] and words[CURRENT] == [] and words[UNREAD] == TEXT[5:]
+    assert speak_status_text(ui.snapshot(), 5, 7).plain.startswith("audio 0.8s made 0.8s played")
 
 
 def test_writing_a_file_shows_generation_progress():
@@ -124,7 +125,7 @@ def test_rich_session_renders_text_and_status_to_a_terminal():
             ui.on_word(w, s)
     out = buf.getvalue()
     assert "Hello there my friend, how are you?" in out
-    assert "audio 1.4s made 1.0s played | RTF 0.50 | buf 240ms | 0:02" in out
+    assert "audio 1.4s made 1.4s played | RTF 0.50 | buf 240ms | 0:02" in out  # played out
 
 
 def test_rich_status_uses_the_console_colours():

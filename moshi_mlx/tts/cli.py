@@ -180,8 +180,9 @@ def run_speak(a: argparse.Namespace) -> int:
         pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         write_wav(a.output, pcm, model.codec.sample_rate)
     if result is None:
-        what = f"wrote {a.output} with " if player is None else "after "
-        print(f"interrupted: {what}{seconds:.2f} s of audio", file=sys.stderr)
+        what = (f"wrote {a.output} with {seconds:.2f} s of audio" if player is None else
+                f"played {player.audio.stats.output_frames / FRAME_RATE:.2f} s of audio")
+        print(f"interrupted: {what}", file=sys.stderr)
         return EXIT_INTERRUPTED
     note = "" if result.end_step is not None else " (cut by --max-seconds)"
     if player is None:

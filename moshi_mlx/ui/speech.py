@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from rich.console import Console, Group
@@ -48,6 +48,7 @@ class SpeakProgress:
     latency_ms: float = 0.0  # the device's output latency
     late: int = 0
     lost: int = 0
+    finished: bool = False  # the run is over (the audio played out, or the file is written)
 
     @property
     def audio_s(self) -> float:
@@ -60,8 +61,9 @@ class SpeakProgress:
 
     @property
     def position(self) -> float:
-        """The output frame heard now (`heard_position`); generated so far when not playing."""
-        if self.queued is None:
+        """The output frame heard now (`heard_position`); generated so far when not playing
+        or when the run is over."""
+        if self.queued is None or self.finished:
             return float(self.frames)
         return heard_position(self.frames, self.queued, self.latency_ms)
 
@@ -98,6 +100,11 @@ class SpeakUI:
         self.known = list(words) if words is not None else None
         self.done = False  # the audio is over: every word has been heard
 
+    def snapshot(self) -> SpeakProgress:
+        """The progress now, marked finished once `stop(done=True)` was called."""
+        p = self.progress()
+        return replace(p, finished=True) if self.done else p
+
     def on_word(self, word: str, step: int) -> None:
         self.timeline.add_word(word, step)
 
@@ -124,10 +131,10 @@ def words_text(ui: SpeakUI, p: SpeakProgress) -> Text:
     """The text, styled by what was heard, is being heard, was generated, is still to come."""
     started = [w for w, _ in list(ui.timeline.words)]
     words = started + (ui.known[len(started):] if ui.known is not None else [])
-    playing = p.queued is not None and not ui.done
+    playing = p.queued is not None and not p.finished
     current = word_at(ui.timeline, p.position) if playing else None
     spoken = (words_spoken(ui.timeline, p.position) if playing
-              else len(started) if ui.done and p.queued is not None else 0)
+              else len(started) if p.finished and p.queued is not None else 0)
     anchor = current if current is not None else max(spoken, len(started) - 1, 0)
     lo, hi = max(0, anchor - WINDOW_WORDS), anchor + WINDOW_WORDS
     t = Text("… " if lo else "")
@@ -155,7 +162,7 @@ class RichSpeakUI(SpeakUI):
         self._live: Any = None
 
     def renderable(self) -> Group:
-        p = self.progress()
+        p = self.snapshot()
         width = min(self.console.width, 100)
         panel = Panel(words_text(self, p), title=self.title, title_align="left", width=width)
         status = speak_status_text(p, len(self.timeline.words),
