@@ -10,7 +10,8 @@ in Kyutai's newer repos.
 
 Selection, most specific first: explicit `--lm-weight/--mimi-weight/--tokenizer` files override
 single files of whatever else is chosen; `--model-dir DIR`; `--hf-repo REPO`; `--model NAME
---quant Q` (a known name); default `kyutai/moshiko-mlx-q4`.
+--quant Q` (a known name); default `kyutai/moshiko-mlx-q4`. Other model families resolve a repo
+with `from_repo(repo, family)` (e.g. `layout.TTS`: its default names, and config.json required).
 
 Offline (`HF_HUB_OFFLINE=1`, or the hub unreachable) cached files are used; a file that is not in the
 cache raises `HubError` whose message says what to download, how large it is and the command to do it.
