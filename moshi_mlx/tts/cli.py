@@ -153,8 +153,10 @@ def run_speak(a: argparse.Namespace) -> int:
         return SpeakProgress(player.frames, elapsed, player.waited_s, player.audio.jitter.depth,
                              player.audio.output_latency_ms, st.late_frames, st.lost_frames)
 
+    # Text typed into the terminal would scribble over the live display: plain output then.
+    plain = a.plain or (a.text == "-" and sys.stdin.isatty())
     ui = make_speak_ui(progress, script_words(text) if isinstance(text, str) else None,
-                       Console(highlight=False), plain=True if a.plain else None)
+                       Console(highlight=False), plain=True if plain else None)
     ui.start()
     result, drained = None, False
     try:
