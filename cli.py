@@ -3,7 +3,7 @@
     python cli.py chat [--duration S] [--transcript t.json] [--record r.wav]  # live, sound card
     python cli.py run --input in.wav --output out.wav [--transcript t.json]  # file to file
     python cli.py bench [--frames N] [--schedule serial|pipelined]           # speed on this machine
-    python cli.py speak "Some text." --model-dir DIR [--output out.wav]      # text to speech
+    python cli.py speak "Some text." [--voice NAME] [--output out.wav]       # text to speech
     python cli.py transcribe --input in.wav --output out.json [--model stt-1b]  # speech to text
     python cli.py quantize SRC OUT_DIR --recipe NAME                         # see quantize/
     python cli.py quantize-report OUT_DIR --reference SRC
@@ -47,13 +47,21 @@ def _add_model_args(p: argparse.ArgumentParser, default: str = "kyutai/moshiko-m
     return g
 
 
-def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+def _add_sampling_args(p: argparse.ArgumentParser, text_temp: float | None = 0.7,
+                       audio_temp: float | None = 0.8,
+                       temp_default: str = "") -> argparse._ArgumentGroup:
+    """The sampling flags; temperatures default to `text_temp` / `audio_temp` (None: the
+    command picks them, described by `temp_default`). Returns the group."""
     g = p.add_argument_group("sampling")
-    g.add_argument("--text-temp", type=float, default=0.7, help="text temperature (0 = greedy)")
+    more = f"; default: {temp_default}" if temp_default else ""
+    g.add_argument("--text-temp", type=float, default=text_temp,
+                   help=f"text temperature (0 = greedy{more})")
     g.add_argument("--text-top-k", type=int, default=25, help="text top-k (0 = off)")
-    g.add_argument("--audio-temp", type=float, default=0.8, help="audio temperature (0 = greedy)")
+    g.add_argument("--audio-temp", type=float, default=audio_temp,
+                   help=f"audio temperature (0 = greedy{more})")
     g.add_argument("--audio-top-k", type=int, default=250, help="audio top-k (0 = off)")
     g.add_argument("--seed", type=int, default=299792458, help="random seed (reproducible runs)")
+    return g
 
 
 def _add_schedule_arg(p: argparse.ArgumentParser, default_help: str) -> None:
@@ -116,26 +124,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_speak_parser(sub) -> None:
+    from moshi_mlx.checkpoint.layout import TTS
+    from moshi_mlx.tts.voices import DEFAULT_VOICE
+
     s = sub.add_parser("speak", help="text to speech with a Kyutai TTS model (kyutai/tts-*)")
     s.add_argument("text", nargs="?", help="the text; - reads standard input as it arrives")
     s.add_argument("--text-file", type=Path, metavar="FILE", help="read the text from a file")
-    s.add_argument("--model-dir", type=Path, required=True, metavar="DIR",
-                   help="TTS repository directory (config.json, dsm_tts_*.safetensors, Mimi, "
-                        "tokenizer), e.g. from `tiny_repo --kind tts`")
+    g = s.add_argument_group(f"model (default: {TTS.default_repo})")
+    g.add_argument("--hf-repo", metavar="REPO",
+                   help="Hugging Face TTS repo, through the local cache (HF_HUB_OFFLINE=1: the "
+                        "cache only)")
+    g.add_argument("--model-dir", type=Path, metavar="DIR",
+                   help="local TTS repository directory (config.json naming the LM, Mimi and "
+                        "tokenizer files), e.g. from `tiny_repo --kind tts`")
+    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="LM compute dtype")
     s.add_argument("--voice", metavar="NAME|FILE", help="voice: a .safetensors file, a name in "
                    "DIR/voices (default: the only voice there) or in the Hugging Face repo "
-                   "kyutai/tts-voices, e.g. expresso/ex03-ex01_happy_001_channel1_334s.wav")
+                   f"{TTS.voices_repo} (default without DIR/voices: {DEFAULT_VOICE})")
     s.add_argument("--output", "-o", type=Path, metavar="FILE.wav",
                    help="24 kHz wav to write (default: play through the speakers as it is made)")
     s.add_argument("--output-device", metavar="ID|NAME",
                    help="without --output: speaker/headphones (index or name; see chat "
                         "--list-devices)")
     s.add_argument("--cfg", type=float, default=2.0, help="guidance strength (1.0 to 4.0 by 0.5)")
-    s.add_argument("--temp", type=float, default=0.6, help="text and audio temperature (0 = greedy)")
-    s.add_argument("--seed", type=int, default=299792458, help="random seed (reproducible runs)")
     s.add_argument("--max-seconds", type=float, default=600.0, help="stop after this much audio")
-    s.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                   help="LM compute dtype")
+    s.add_argument("--plain", action="store_true",
+                   help="plain output (the words as they are generated) even on a terminal")
+    g = _add_sampling_args(s, None, None, "the checkpoint's lm_gen_config, else 0.6")
+    g.add_argument("--temp", type=float, metavar="T",
+                   help="shortcut: --text-temp T --audio-temp T")
 
 
 def cmd_speak(a: argparse.Namespace) -> int:

@@ -10,7 +10,8 @@ in Kyutai's newer repos.
 
 Selection, most specific first: explicit `--lm-weight/--mimi-weight/--tokenizer` files override
 single files of whatever else is chosen; `--model-dir DIR`; `--hf-repo REPO`; `--model NAME
---quant Q` (a known name); default `kyutai/moshiko-mlx-q4`.
+--quant Q` (a known name); default `kyutai/moshiko-mlx-q4`. Other model families resolve a repo
+with `from_repo(repo, family)` (e.g. `layout.TTS`: its default names, and config.json required).
 
 Offline (`HF_HUB_OFFLINE=1`, or the hub unreachable) cached files are used; a file that is not in the
 cache raises `HubError` whose message says what to download, how large it is and the command to do it.
@@ -28,7 +29,9 @@ from typing import Any
 from .checkpoint.layout import (
     LM_FILES,
     MOSHI,
+    TTS,
     CheckpointError,
+    Family,
     part_names,
     precision_of_name,
     resolve_dir,
@@ -41,7 +44,7 @@ NAMES = MOSHI.models
 QUANTS = tuple(LM_FILES)
 DEFAULT_NAME, DEFAULT_QUANT = "moshiko", "q4"
 DEFAULT_REPO = MOSHI.repo(DEFAULT_NAME, DEFAULT_QUANT)
-VOICES_REPO = "kyutai/tts-voices"  # the TTS speaker voices (`cli.py speak --voice NAME`)
+VOICES_REPO = TTS.voices_repo  # the TTS speaker voices (`cli.py speak --voice NAME`)
 FILE_SIZES = MOSHI.sizes  # approximate, for the offline message
 
 
@@ -127,8 +130,8 @@ def _fmt_size(n: float) -> str:
     return f"{int(n)} B"
 
 
-def _missing_message(repo: str, files: list[str], why: str) -> str:
-    sizes = [FILE_SIZES.get(f) for f in files]
+def _missing_message(repo: str, files: list[str], why: str, family: Family = MOSHI) -> str:
+    sizes = [family.sizes.get(f) for f in files]
     listing = ", ".join(f"{f} ({_fmt_size(s)})" if s else f for f, s in zip(files, sizes, strict=True))
     total = sum(s for s in sizes if s)
     about = f" (about {_fmt_size(total)} in all)" if total else ""
@@ -193,8 +196,9 @@ def fetch_file(repo: str, filename: str) -> Path:
     return Path(path)
 
 
-def _files_from_config(cfg: dict[str, Any], lm_default: str) -> tuple[str, str, str]:
-    return (cfg.get("moshi_name") or lm_default, *part_names(cfg))
+def _files_from_config(cfg: dict[str, Any], lm_default: str,
+                       family: Family = MOSHI) -> tuple[str, str, str]:
+    return (cfg.get("moshi_name") or lm_default, *part_names(cfg, family))
 
 
 def _precision(cfg: dict[str, Any], lm_file: str) -> str:
@@ -203,30 +207,37 @@ def _precision(cfg: dict[str, Any], lm_file: str) -> str:
             or ("bf16" if "quantization" not in cfg else "mixed"))
 
 
-def from_repo(repo: str) -> ModelFiles:
-    """Resolve (and download if needed) the files of a Hugging Face repo."""
+def from_repo(repo: str, family: Family = MOSHI) -> ModelFiles:
+    """Resolve (and download if needed) the files of a Hugging Face repo of `family`: its
+    config.json first (when there is one), then exactly the files it names (else the family's
+    default names). Not cached and unreachable: one HubError listing every missing file."""
     offline = hub_offline()
-    known = _known_repo(repo)
+    known = _known_repo(repo) if family is MOSHI else None
     why = "offline (HF_HUB_OFFLINE=1)" if offline else "the Hugging Face hub cannot be reached"
     cfg: dict[str, Any] = {}
     cfg_path: str | None = None
+    missing: list[str] = []
     if known is None:  # our own / third-party repos carry a config.json naming the files
-        cfg_path = _fetch(repo, "config.json", offline, optional=True)
+        cfg_path = _fetch(repo, "config.json", offline, optional=not family.config_required)
         if cfg_path is not None:
             with open(cfg_path) as f:
                 cfg = json.load(f)
-    lm_default = LM_FILES[known[1]] if known else next(
-        (f for q, f in LM_FILES.items() if repo.endswith(f"-{q}")), LM_FILES["bf16"]
+        elif family.config_required:
+            missing.append("config.json")
+            offline = True  # unreachable: the files below are only looked up in the cache
+    lm_files = family.lm_files
+    lm_default = lm_files[known[1]] if known else next(
+        (f for q, f in lm_files.items() if repo.endswith(f"-{q}")), next(iter(lm_files.values()))
     )
-    names = _files_from_config(cfg, lm_default)
+    names = _files_from_config(cfg, lm_default, family)
     paths = []
     for f in names:
         paths.append(_fetch(repo, f, offline))
         # Unreachable hub: huggingface_hub retries each file for ~25 s; don't wait it out twice more.
         offline = offline or paths[-1] is None
-    missing = [f for f, p in zip(names, paths, strict=True) if p is None]
+    missing += [f for f, p in zip(names, paths, strict=True) if p is None]
     if missing:
-        raise HubError(_missing_message(repo, missing, why))
+        raise HubError(_missing_message(repo, missing, why, family))
     lm, mimi, tok = (Path(p) for p in paths)  # type: ignore[arg-type]
     return ModelFiles(
         lm, mimi, tok, Path(cfg_path) if cfg_path else None, repo,

@@ -3,6 +3,7 @@
 - `tiny_repos(quant)`: a tiny random Moshi repo per precision ("bf16", "q8", "q4"), written once
   per session (seed 0, `moshi_mlx.testing.tiny_repo`); `tiny_repo` is the bf16 one.
 - `tiny_repo_full_mimi`: the tiny LM with a real-size random Mimi (both Mimi backends load it).
+- `tiny_tts_repo`: a tiny random TTS repo with one voice (`tiny_repo --kind tts`, seed 0).
 - `lm_golden(name)`: the PyTorch teacher-forced LM goldens.
 - `pulse_server`: a private PulseAudio server as the sound card (skips without pulseaudio).
 - `echo_path`: that server with its speaker looped back into its microphone, for one test.
@@ -57,6 +58,14 @@ def tiny_stt_repo(tmp_path_factory) -> Path:
     from moshi_mlx.testing.tiny_stt import write_tiny_stt_repo
 
     return write_tiny_stt_repo(tmp_path_factory.mktemp("tiny_stt"), "bf16", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_tts_repo(tmp_path_factory) -> Path:
+    """A tiny random text-to-speech repo with one voice (`moshi_mlx.testing.tiny_tts`)."""
+    from moshi_mlx.testing.tiny_tts import write_tiny_tts_repo
+
+    return write_tiny_tts_repo(tmp_path_factory.mktemp("tiny_tts"), seed=0)
 
 
 @pytest.fixture

@@ -18,12 +18,8 @@ from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="module")
-def tts_repo(tmp_path_factory):
-    from moshi_mlx.testing.tiny_repo import main
-
-    out = tmp_path_factory.mktemp("tts")
-    assert main([str(out), "--kind", "tts"]) == 0
-    return out
+def tts_repo(tiny_tts_repo):
+    return tiny_tts_repo
 
 
 def _speak(server, *args: str) -> subprocess.CompletedProcess:

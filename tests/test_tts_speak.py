@@ -14,12 +14,8 @@ from tests.helpers import make_cached_repo, one_line_error
 
 
 @pytest.fixture(scope="module")
-def tts_repo(tmp_path_factory):
-    from moshi_mlx.testing.tiny_repo import main
-
-    out = tmp_path_factory.mktemp("tts")
-    assert main([str(out), "--kind", "tts"]) == 0
-    return out
+def tts_repo(tiny_tts_repo):
+    return tiny_tts_repo
 
 
 def _speak(args: list[str]) -> int:
@@ -157,3 +153,158 @@ def test_streamed_text_is_spoken_before_the_rest_arrives(tts_repo):
     words = [w for w, _ in res.transcript]
     assert words[-1] == "later." and res.end_step is not None
     assert len(res.pcm) > len(alone.pcm) + 4 * 1920
+def _tts_hub(tmp_path, monkeypatch, tts_repo, repo: str, names=None) -> None:
+    """An offline hub cache holding `repo` (the tiny repo's files, or only `names`; no voices
+    directory, as on the hub) and Kyutai's default voice in kyutai/tts-voices."""
+    from moshi_mlx.tts.voices import DEFAULT_VOICE
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    files = {p.name: p.read_bytes() for p in tts_repo.iterdir()
+             if p.is_file() and (names is None or p.name in names)}
+    make_cached_repo(tmp_path / "hub", repo, files)
+    voices = make_cached_repo(tmp_path / "hub", "kyutai/tts-voices", {})
+    (voices / "expresso").mkdir()
+    local = next((tts_repo / "voices").glob("*.safetensors"))
+    (voices / f"{DEFAULT_VOICE}.00000000@0.safetensors").write_bytes(local.read_bytes())
+
+
+def test_speak_by_repo_name_from_the_offline_cache(tts_repo, tmp_path, monkeypatch, capsys):
+    """Without --model-dir, speak uses kyutai/tts-1.6b-en_fr through the hub cache (the files
+    its config.json names) and Kyutai's default voice from kyutai/tts-voices: the same audio as
+    the directory with the same voice."""
+    _tts_hub(tmp_path, monkeypatch, tts_repo, "kyutai/tts-1.6b-en_fr")
+    hub, local = tmp_path / "hub.wav", tmp_path / "local.wav"
+    assert _speak(["Hello there.", "-o", str(hub), "--temp", "0"]) == 0
+    assert _speak(["Hello there.", "--model-dir", str(tts_repo), "-o", str(local),
+                   "--temp", "0"]) == 0
+    assert f"wrote {hub}" in capsys.readouterr().out
+    a, b = read_wav(hub), read_wav(local)
+    assert len(a) > 0 and np.array_equal(a, b)
+
+
+def test_speak_offline_without_the_repo_is_one_error_line(tts_repo, tmp_path, monkeypatch,
+                                                          capsys):
+    _tts_hub(tmp_path, monkeypatch, tts_repo, "kyutai/tts-1.6b-en_fr")
+    rc = _speak(["Hi.", "--hf-repo", "someone/tts", "-o", str(tmp_path / "x.wav")])
+    line = one_line_error(rc, capsys.readouterr().err)
+    assert "offline (HF_HUB_OFFLINE=1): someone/tts is not in the local cache" in line
+    # Without its config.json the TTS row's names are asked for.
+    assert line.endswith("hf download someone/tts config.json dsm_tts_1e68beda@240.safetensors "
+                         "tokenizer-e351c8d8-checkpoint125.safetensors "
+                         "tokenizer_spm_8k_en_fr_audio.model")
+    # With config.json cached, exactly the files it names (the tiny LM's) are missing.
+    cfg = json.loads((tts_repo / "config.json").read_text())
+    _tts_hub(tmp_path / "b", monkeypatch, tts_repo, "me/tts",
+             names={"config.json", cfg["mimi_name"], cfg["tokenizer_name"]})
+    rc = _speak(["Hi.", "--hf-repo", "me/tts", "-o", str(tmp_path / "x.wav")])
+    line = one_line_error(rc, capsys.readouterr().err)
+    assert line.endswith(f"hf download me/tts {cfg['moshi_name']}")
+    assert not (tmp_path / "x.wav").exists()
+
+
+def _wav(tts_repo, tmp_path, *args: str, text: str = "Hello there.") -> np.ndarray:
+    out = tmp_path / f"{len(list(tmp_path.glob('*.wav')))}.wav"
+    assert _speak([text, "--model-dir", str(tts_repo), "-o", str(out), *args]) == 0
+    return read_wav(out)
+
+
+def test_sampling_flags_reach_the_samplers(tts_repo, tmp_path):
+    """Top-k 1 is greedy at any temperature: each flag pair, set so, gives the greedy bytes, and
+    a temperature alone changes them; --temp sets both temperatures."""
+    greedy = _wav(tts_repo, tmp_path, "--temp", "0")
+    same = {
+        "both temperatures 0": ("--text-temp", "0", "--audio-temp", "0"),
+        "audio top-k 1": ("--text-temp", "0", "--audio-temp", "0.9", "--audio-top-k", "1"),
+        "text top-k 1": ("--text-temp", "5", "--text-top-k", "1", "--audio-temp", "0"),
+    }
+    for what, args in same.items():
+        assert np.array_equal(_wav(tts_repo, tmp_path, *args), greedy), what
+    hot = _wav(tts_repo, tmp_path, "--text-temp", "0", "--audio-temp", "0.9")
+    assert not (len(hot) == len(greedy) and np.array_equal(hot, greedy))
+
+
+def test_default_temperatures_come_from_the_checkpoint(tts_repo, tmp_path):
+    """The tiny repo says 0.6 (as tts-1.6b-en_fr); a copy whose lm_gen_config says 0 is greedy."""
+    cold = _wav(tts_repo, tmp_path, "--temp", "0")
+    assert not np.array_equal(_wav(tts_repo, tmp_path), cold)
+    copy = tmp_path / "cold"
+    copy.mkdir()
+    for p in tts_repo.iterdir():
+        (copy / p.name).symlink_to(p)
+    (copy / "config.json").unlink()
+    cfg = json.loads((tts_repo / "config.json").read_text())
+    cfg["lm_gen_config"] = {"temp": 0.0, "text_temp": 0.0}
+    (copy / "config.json").write_text(json.dumps(cfg))
+    assert np.array_equal(_wav(copy, tmp_path), cold)
+
+
+def test_temp_with_a_per_stream_temperature_is_an_error(tts_repo, tmp_path, capsys):
+    rc = _speak(["Hi.", "--model-dir", str(tts_repo), "-o", str(tmp_path / "x.wav"),
+                 "--temp", "0", "--audio-temp", "0.5"])
+    assert "--temp sets both temperatures" in one_line_error(rc, capsys.readouterr().err)
+
+
+def test_ctrl_c_writes_the_audio_made_so_far(tts_repo, tmp_path, monkeypatch, capsys):
+    """Ctrl-C at step 40: one line, exit 130, and the wav holds the 40 - 20 (lag_steps) frames
+    made by then, equal to the start of the uninterrupted run."""
+    from moshi_mlx.tts.generate import TtsGen
+
+    text = "One two three four five six seven eight nine ten."
+    full = _wav(tts_repo, tmp_path, "--temp", "0", text=text)
+    step = TtsGen.step
+
+    def interrupted(self):
+        if self.step_count == 40:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(TtsGen, "step", interrupted)
+    capsys.readouterr()
+    out = tmp_path / "cut.wav"
+    rc = _speak([text, "--model-dir", str(tts_repo), "-o", str(out), "--temp", "0"])
+    err = capsys.readouterr().err
+    assert rc == 130 and err == f"interrupted: wrote {out} with 1.60 s of audio\n"
+    cut = read_wav(out)
+    assert len(cut) == 20 * 1920 and np.array_equal(cut, full[:len(cut)])
+
+
+def test_ctrl_c_signal_while_waiting_for_standard_input(tts_repo, tmp_path):
+    """A real SIGINT to `speak -` that waits for more text on standard input: exit 130, one line
+    on stderr, and the wav of what was said, equal to the start of the run whose text ended."""
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import ROOT
+
+    text = "One two three four five six seven eight nine ten eleven twelve."
+    full = _wav(tts_repo, tmp_path, "--temp", "0", text=text)
+    out = tmp_path / "cut.wav"
+    p = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "speak", "-", "--model-dir",
+                          str(tts_repo), "-o", str(out), "--temp", "0"], cwd=ROOT,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        p.stdin.write((text + "\n").encode())
+        p.stdin.flush()  # and kept open: the model pads, then waits for more text
+        seen, deadline = b"", time.monotonic() + 120
+        while b"twelve." not in seen and time.monotonic() < deadline and p.poll() is None:
+            if select.select([p.stdout], [], [], 1.0)[0]:
+                seen += os.read(p.stdout.fileno(), 1024)
+        assert b"twelve." in seen, seen
+        p.send_signal(signal.SIGINT)
+        rest, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    lines = err.decode().strip().splitlines()
+    assert p.returncode == 130 and len(lines) == 1, err
+    assert lines[0].startswith(f"interrupted: wrote {out} with ")
+    cut = read_wav(out)
+    assert 0 < len(cut) < len(full) and len(cut) % 1920 == 0
+    # Another process: Mimi's float sums may round one 16-bit step differently; the tokens agree.
+    np.testing.assert_allclose(cut, full[:len(cut)], atol=1e-4)

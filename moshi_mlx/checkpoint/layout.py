@@ -9,7 +9,8 @@ A model directory (a Hugging Face repo snapshot, a `cli.py quantize` output, a t
   and the `"quantization"` block (`moshi_mlx.checkpoint.spec`).
 
 File names are data: a `Family` row per model family (default file names, Kyutai's repo naming);
-a new family (speech-to-text, text-to-speech) adds a row to `FAMILIES`, not code.
+a new family (speech-to-text, text-to-speech) adds a row to `FAMILIES`, not code. `moshi_mlx.hub`
+resolves a repo of any family (`from_repo(repo, family)`).
 
 The rule for the LM weights of a directory (`lm_weight_files`), used by loading, the hub, the
 quantizer and the tiny repos alike:
@@ -47,6 +48,9 @@ class Family:
     models: tuple[str, ...] = ()  # short names with Kyutai MLX repos (`repo_template`)
     repo_template: str = "kyutai/{model}-mlx-{precision}"
     sizes: Mapping[str, float] = field(default_factory=dict)  # approximate bytes, for messages
+    default_repo: str = ""  # the repo used when none is named (families without `models`)
+    config_required: bool = False  # the repo's config.json carries settings the model needs
+    voices_repo: str = ""  # speaker voices, one file per voice (text-to-speech)
 
     def repo(self, model: str, precision: str) -> str:
         return self.repo_template.format(model=model, precision=precision)
@@ -71,7 +75,19 @@ STT = Family(
     mimi_file="mimi-pytorch-e351c8d8@125.safetensors",
     tokenizer_file="tokenizer_en_fr_audio_8000.model",
 )
-FAMILIES: dict[str, Family] = {MOSHI.name: MOSHI, STT.name: STT}
+# Kyutai's text-to-speech repo (PyTorch names; the loader reads them): its config.json names the
+# files and holds `tts_config` and the conditioners, so it is required. Voices are separate files
+# of `kyutai/tts-voices`, fetched one by one (`<voice>.<sig>@<epoch>.safetensors`).
+TTS = Family(
+    "tts",
+    {"bf16": "dsm_tts_1e68beda@240.safetensors"},
+    mimi_file=MOSHI.mimi_file,
+    tokenizer_file="tokenizer_spm_8k_en_fr_audio.model",
+    default_repo="kyutai/tts-1.6b-en_fr",
+    config_required=True,
+    voices_repo="kyutai/tts-voices",
+)
+FAMILIES: dict[str, Family] = {MOSHI.name: MOSHI, STT.name: STT, TTS.name: TTS}
 
 # The Moshi names, used where no config.json names the files.
 LM_FILES = MOSHI.lm_files
@@ -166,7 +182,7 @@ def find_mimi_file(path: str | Path) -> Path:
     if not p.is_dir():
         raise CheckpointError(f"Mimi checkpoint not found: {p}")
     named = (read_config(p) or {}).get("mimi_name")
-    defaults = [f.mimi_file for f in FAMILIES.values()]
+    defaults = list(dict.fromkeys(f.mimi_file for f in FAMILIES.values()))
     cands = [p / n for n in ([named] if named else []) + defaults]
     cands += sorted(p.glob("tokenizer-*.safetensors")) + sorted(p.glob("mimi*.safetensors"))
     for c in cands:

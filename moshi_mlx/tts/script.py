@@ -104,3 +104,9 @@ def _split(line: str) -> Iterator[tuple[str | None, float]]:
             yield None, float(m.group(1))
     if line:
         yield line, 0.0
+
+
+def script_words(text: str) -> list[str]:
+    """The words of a text as `ScriptReader.add` makes entries of them (breaks left out): what a
+    display shows before the model reaches them."""
+    return [word for word, _ in _split(_clean(text)) if word is not None]

@@ -198,8 +198,10 @@ def speak(
     on_word: Callable[[str, int], None] | None = None,
     keep_audio: bool = True,
     on_step: Callable[[TtsGen, TtsStep], None] | None = None,
+    on_entry: Callable[[int], None] | None = None,
 ) -> SpeakResult:
-    """Synthesize `text`; see the module docstring."""
+    """Synthesize `text`; see the module docstring. `on_word(word, step)` as the model starts a
+    word, `on_entry(step)` as it starts any entry (a word or a `<break>`)."""
     machine = model.machine()
     multi = "speaker_wavs" in model.conditioners
     reader = ScriptReader(model.tokenizer, machine.token_ids, FRAME_RATE, multi, PADDING_BETWEEN)
@@ -217,7 +219,7 @@ def speak(
     codec_state = model.codec.init_state(1)
     chunks: list[np.ndarray] = []
     decoded = samples = 0
-    n_words = 0
+    n_words = n_entries = 0
     # Streaming text that pauses: the audio lags the last word by its padding and the delays,
     # so keep stepping (padding) that long before blocking on the next piece of text.
     tail = MAX_PADDING + gen.delay_steps + gen.max_delay + FINAL_PADDING
@@ -240,6 +242,10 @@ def speak(
             for word, step in state.transcript[n_words:]:
                 on_word(word, step)
         n_words = len(state.transcript)
+        if on_entry is not None:
+            for step in state.consumption_times[n_entries:]:
+                on_entry(step)
+        n_entries = len(state.consumption_times)
         if out.frame is None or t - gen.max_delay < gen.delay_steps:
             continue
         codes = np.asarray(out.frame[:, 1:], dtype=np.int32)[:, :, None]
@@ -261,7 +267,7 @@ def speak(
 
 def _feed(feed: _TextFeed, reader: ScriptReader, state: State, wait: bool) -> None:
     """Move the text that arrived into the machine's entries; close it at the end of the text.
-    Blocks only when the machine has nothing at all to say (no entry, no queued token)."""
+    `wait`: block until the next piece (the loop asks only once everything given was said)."""
     pieces, done = feed.drain(wait)
     for piece in pieces:
         state.push(reader.add(piece))

@@ -17,6 +17,9 @@ import numpy as np
 
 MAX_SPEAKERS = 5
 VOICE_KEY = "speaker_wavs"
+# The voice of Kyutai's TTS examples (delayed-streams-modeling), used when a model from the hub
+# has no voices of its own and none is named.
+DEFAULT_VOICE = "expresso/ex03-ex01_happy_001_channel1_334s.wav"
 
 
 def voice_suffix(model_id: dict | None) -> str:
