@@ -33,7 +33,7 @@ def _text(a: argparse.Namespace) -> str | Iterable[str]:
     return text
 
 
-def _voice(model: TtsModel, name: str | None) -> Path:
+def _voice(model: TtsModel, name: str | None) -> Path | None:
     """A voice file, a name in the model's `voices/` directory, else a voice of the Hugging Face
     repo `kyutai/tts-voices` (through the hub cache; offline: cached voices only)."""
     from ..hub import VOICES_REPO, HubError, fetch_file
@@ -42,7 +42,7 @@ def _voice(model: TtsModel, name: str | None) -> Path:
     path = find_voice(model, name)
     if name is None or path.is_file():  # None: find_voice found the only voice there
         return path
-    filename = name if name.endswith(".safetensors") else name + voice_suffix(
+    filename = name if name.endswith(".safetensors") or model.clones_voice else name + voice_suffix(
         model.config.get("model_id"))
     try:
         return fetch_file(VOICES_REPO, filename)
