@@ -72,6 +72,9 @@ def test_golden_covers_prefix_and_guidance(setup):
         assert gold["plain"]["consumption_times"][b][0] >= P
         fed = [f for _, f in gold["plain"]["text_tokens"][b][:P]]
         assert fed == [-1] * P
+    # The text head is wider than the text input (text_card_out): some proposals are past it.
+    sampled = [s for item in gold["plain"]["text_tokens"] for s, _ in item]
+    assert gold["lm"]["text_card_out"] > gold["lm"]["text_card"] <= max(sampled)
     assert gold["cfg"]["frames"] != gold["plain"]["frames"]
     assert gold["cfg"]["frames"] != gold["cfg_with_prefix"]["frames"]
 

@@ -94,6 +94,8 @@ def load_tts(model_dir: str | Path, dtype: str | None = None) -> TtsModel:
     config = json.loads(cfg_file.read_text())
     if config.get("model_type") != "tts" or "tts_config" not in config:
         raise ValueError(f"{cfg_file}: not a TTS model (model_type {config.get('model_type')!r})")
+    if config["tts_config"].get("multistream"):
+        raise ValueError(f"{cfg_file}: multistream TTS models are not supported")
     for key in ("moshi_name", "mimi_name", "tokenizer_name"):
         if not (d / config.get(key, "")).is_file():
             raise FileNotFoundError(f"{d}: {key} {config.get(key)!r} is missing")

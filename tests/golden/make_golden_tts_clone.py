@@ -5,7 +5,8 @@
 A small random `LMModel` in the layout of `kyutai/tts-0.75b-en-public` as far as it is known
 (docs/tts.md): every audio codebook generated (n_q = dep_q), delays `[0, 0] + [2] * (n_q - 1)`,
 a depformer weight schedule (partial sharing), no cross-attention and no conditioner (the voice is
-an audio prefix, not an embedding), one text stream. Greedy `TTSModel.generate(..., prefixes=...)`
+an audio prefix, not an embedding), one text stream, a text head wider than the text input
+(`text_card_out`, reported set in the 0.75b's config). Greedy `TTSModel.generate(..., prefixes=...)`
 on a batch of two single-speaker scripts with audio prefixes of different lengths: the text is
 forced to the zero token during the prefix, the prefix codes are fed with the codebook delays
 plus `delay_steps`, the state machine takes over after the prefix. Three runs: no CFG; real CFG
@@ -46,7 +47,7 @@ KWARGS = dict(
     depformer_multi_linear=True, depformer_context=N_Q, depformer_max_period=10000,
     depformer_gating="silu", depformer_pos_emb="none", depformer_weights_per_step=True,
     depformer_weights_per_step_schedule=[0, 1, 2, 2], delays=[0, 0] + [2] * (N_Q - 1),
-    cross_attention=False, conditioners={},
+    cross_attention=False, conditioners={}, text_card_out=44,
 )
 SCRIPTS = [["Hello there, the fox jumps."], ["Where are you going today?"]]
 PREFIX_LEN = [5, 8]
