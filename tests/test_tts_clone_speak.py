@@ -4,11 +4,13 @@ becomes an audio prefix, the written audio follows the text and leaves the prefi
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from moshi_mlx.audio.wav import read_wav
-from tests.helpers import one_line_error, run_cli, speechlike, write_wav
+from tests.helpers import make_cached_repo, one_line_error, run_cli, speechlike, write_wav
 
 LONG = ("Hello there, how are you doing today? The sun is shining over the hills, and the river "
         "runs quietly past the old mill.")
@@ -31,12 +33,21 @@ def recording(tmp_path_factory):
     return write_wav(tmp_path_factory.mktemp("voice") / "voice.wav", both, 48000, channels=2)
 
 
-def test_cloned_voice_audio_follows_the_text(clone_repo, recording, tmp_path, capsys):
+def test_cloned_voice_audio_follows_the_text(clone_repo, recording, tmp_path, capsys,
+                                            monkeypatch):
+    """The second run names a recording of kyutai/tts-voices (offline, from the hub cache): for a
+    cloning model the name is the file itself, without the embedding suffix."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    name = "expresso/happy.wav"
+    snap = make_cached_repo(tmp_path / "hub", "kyutai/tts-voices", {})
+    (snap / "expresso").mkdir()
+    (snap / name).write_bytes(recording.read_bytes())
     lengths = []
-    for i, text in enumerate(["Hello there.", LONG]):
+    for i, (text, voice) in enumerate([("Hello there.", recording), (LONG, name)]):
         out = tmp_path / f"{i}.wav"
         rc, stdout, err = run_cli(capsys, "speak", text, "--model-dir", clone_repo, "--voice",
-                                  recording, "-o", out, "--temp", "0")
+                                  voice, "-o", out, "--temp", "0")
         assert rc == 0, err
         assert text in stdout and f"wrote {out}" in stdout
         pcm = read_wav(out)
@@ -94,6 +105,12 @@ def test_voice_mistakes_are_one_line(clone_repo, recording, tmp_path, capsys):
     (tmp_path / "fake.wav").write_text("not audio")
     rc, _, err = speak(clone_repo, tmp_path / "fake.wav")
     assert "fake.wav" in one_line_error(rc, err)
+    multi = tmp_path / "multistream"
+    multi.mkdir()
+    (multi / "config.json").write_text(json.dumps(
+        {"model_type": "tts", "tts_config": {"audio_delay": 1.28, "multistream": True}}))
+    rc, _, err = speak(multi, recording)
+    assert "multistream TTS models are not supported" in one_line_error(rc, err)
     tts = tmp_path / "tts"
     assert main([str(tts), "--kind", "tts"]) == 0
     capsys.readouterr()
