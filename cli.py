@@ -141,7 +141,9 @@ def _add_speak_parser(sub) -> None:
                    help="LM compute dtype")
     s.add_argument("--voice", metavar="NAME|FILE", help="voice: a .safetensors file, a name in "
                    "DIR/voices (default: the only voice there) or in the Hugging Face repo "
-                   f"{TTS.voices_repo} (default without DIR/voices: {DEFAULT_VOICE})")
+                   f"{TTS.voices_repo} (default without DIR/voices: {DEFAULT_VOICE}); "
+                   "models that clone a voice from audio (kyutai/tts-0.75b-en-public): a .wav "
+                   "recording, a few seconds (default: no voice prefix)")
     s.add_argument("--output", "-o", type=Path, metavar="FILE.wav",
                    help="24 kHz wav to write (default: play through the speakers as it is made)")
     s.add_argument("--output-device", metavar="ID|NAME",

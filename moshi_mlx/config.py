@@ -45,7 +45,6 @@ HUB_KEYS = (
 # with the value that makes them inert. A config carrying the inert value loads; any other value is refused clearly
 # instead of silently building a different network.
 INERT_LM_KEYS: dict[str, Any] = {
-    "text_card_out": None,
     "norm_emb": False,
     "bias_proj": False,
     "depformer_norm": None,
@@ -55,7 +54,8 @@ INERT_LM_KEYS: dict[str, Any] = {
 }
 
 
-_TTS_FIELDS = ("demux_second_stream", "depformer_low_rank_embeddings", "cross_attention")
+_TTS_FIELDS = ("demux_second_stream", "depformer_low_rank_embeddings", "cross_attention",
+               "text_card_out")
 
 
 def _check(cond: bool, name: str, msg: str) -> None:
@@ -105,6 +105,9 @@ class LmConfig:
     demux_second_stream: bool = False  # PT's loader also accepts `demux_second_text_stream`
     depformer_low_rank_embeddings: int | None = None
     cross_attention: bool = False
+    # Rows of the text head when they differ from the text input ids (None: text_card); reported
+    # set in kyutai/tts-0.75b-en-public's config.json (docs/tts.md).
+    text_card_out: int | None = None
     # Extra heads (Kyutai's STT checkpoints: semantic VAD): Linear(dim, extra_heads_dim) each,
     # on the temporal transformer's output after out_norm (moshi_mlx.stt reads them).
     extra_heads_num_heads: int = 0
@@ -152,6 +155,7 @@ class LmConfig:
                 "depformer_num_heads",
                 f"must divide depformer_dim={self.depformer_dim}",
             )
+        _check(self.text_card_out is None or self.text_card_out > 0, "text_card_out", "must be > 0")
         low_rank = self.depformer_low_rank_embeddings
         _check(low_rank is None or low_rank > 0, "depformer_low_rank_embeddings", "must be > 0")
         sched = self.depformer_weights_per_step_schedule
@@ -172,6 +176,11 @@ class LmConfig:
     def num_codebooks(self) -> int:
         """Streams in the temporal input: text + n_q audio."""
         return self.n_q + 1
+
+    @property
+    def text_out_card(self) -> int:
+        """Logits of the text head (`text_card_out`, else `text_card`)."""
+        return self.text_card if self.text_card_out is None else self.text_card_out
 
     @property
     def head_dim(self) -> int:

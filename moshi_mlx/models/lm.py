@@ -2,8 +2,8 @@
 
 Parameters (equal to Kyutai's MLX checkpoint keys, so their bf16/q8/q4 files load as they are):
 `text_emb` [text_card+1, D], `audio_embs.{i}` [card+1, D] (i < n_q), `transformer.layers.{L}...`,
-`out_norm`, `text_linear` [text_card, D], `depformer.slices.{k}.{linear_in, emb, transformer,
-linear_out}` (k < dep_q). Embeddings give exact zeros for id -1, quantized or not.
+`out_norm`, `text_linear` [text_card (text_card_out if set), D], `depformer.slices.{k}.{linear_in,
+emb, transformer, linear_out}` (k < dep_q). Embeddings give exact zeros for id -1, quantized or not.
 
 Whole-sequence API (tests, quantization reports):
 
@@ -69,7 +69,7 @@ class Lm(nn.Module):
         self.audio_embs = [ScaledEmbedding(cfg.card + 1, cfg.dim) for _ in range(cfg.n_q)]
         self.transformer = Transformer(temporal_config(cfg))
         self.out_norm = make_norm(cfg.norm, cfg.dim)
-        self.text_linear = Linear(cfg.dim, cfg.text_card, bias=False)
+        self.text_linear = Linear(cfg.dim, cfg.text_out_card, bias=False)
         self.depformer = Depformer(cfg)
         provider = make_condition_provider(cfg)
         if provider is not None:

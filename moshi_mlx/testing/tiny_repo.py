@@ -2,6 +2,7 @@
 
     python -m moshi_mlx.testing.tiny_repo OUT_DIR [--quant bf16|q8|q4] [--seed N] [--full-mimi]
     python -m moshi_mlx.testing.tiny_repo OUT_DIR --kind tts [--seed N]   # see tiny_tts.py
+    python -m moshi_mlx.testing.tiny_repo OUT_DIR --kind tts-clone   # see tiny_tts_clone.py
     python -m moshi_mlx.testing.tiny_repo OUT_DIR --kind stt   # speech-to-text, see tiny_stt.py
 
 Files (same names, key formats and `config.json` form as the real repos, see docs/checkpoints.md):
@@ -190,10 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m moshi_mlx.testing.tiny_repo",
                                 description="Write a tiny random Moshi repo (tests, smoke runs).")
     p.add_argument("out_dir")
-    p.add_argument("--kind", choices=["moshi", "stt", "tts"], default="moshi",
+    p.add_argument("--kind", choices=["moshi", "stt", "tts", "tts-clone"], default="moshi",
                    help="moshi (default); stt: a speech-to-text model with VAD heads "
                         "(moshi_mlx.testing.tiny_stt); tts: a text-to-speech model with a voice "
-                        "(moshi_mlx.testing.tiny_tts)")
+                        "(moshi_mlx.testing.tiny_tts); tts-clone: a TTS model that clones a "
+                        "voice from a recording (moshi_mlx.testing.tiny_tts_clone)")
     p.add_argument("--quant", choices=list(LM_FILES), default="bf16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-mimi", action="store_true",
@@ -204,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
 
         path = write_tiny_tts_repo(a.out_dir, a.seed)
         print(f"tiny TTS model written to {path}: use --model-dir {path}")
+        return 0
+    if a.kind == "tts-clone":
+        from .tiny_tts_clone import write_tiny_tts_clone_repo
+
+        path = write_tiny_tts_clone_repo(a.out_dir, a.seed)
+        print(f"tiny voice-cloning TTS model written to {path}: use --model-dir {path} "
+              "--voice RECORDING.wav")
         return 0
     if a.kind == "stt":
         from .tiny_stt import write_tiny_stt_repo

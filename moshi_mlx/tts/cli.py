@@ -96,19 +96,20 @@ def _samplers(a: argparse.Namespace, model: TtsModel) -> tuple[Sampler, Sampler]
     return sampler(text_temp, a.text_top_k), sampler(audio_temp, a.audio_top_k)
 
 
-def _voice(model: TtsModel, name: str | None) -> Path:
+def _voice(model: TtsModel, name: str | None) -> Path | None:
     """A voice file, a name in the model's `voices/` directory, else a voice of the Hugging Face
     repo `kyutai/tts-voices` (through the hub cache; offline: cached voices only). No name and
-    no `voices/` directory (a model from the hub): Kyutai's default voice."""
+    no `voices/` directory (a model from the hub): Kyutai's default voice; a cloning model
+    without a voice gets no prefix (None)."""
     from ..hub import VOICES_REPO, HubError, fetch_file
     from .voices import DEFAULT_VOICE, voice_suffix
 
-    if name is None and not (model.model_dir / "voices").is_dir():
+    if name is None and not model.clones_voice and not (model.model_dir / "voices").is_dir():
         name = DEFAULT_VOICE
     path = find_voice(model, name)
     if name is None or path.is_file():  # None: find_voice found the only voice there
         return path
-    filename = name if name.endswith(".safetensors") else name + voice_suffix(
+    filename = name if name.endswith(".safetensors") or model.clones_voice else name + voice_suffix(
         model.config.get("model_id"))
     try:
         return fetch_file(VOICES_REPO, filename)

@@ -25,6 +25,10 @@ the strength goes in the conditions). For models without it, `cfg_coef` != 1 run
 temporal batch is doubled with the null half's text input zeroed after step 0 (PT's
 `cfg_is_no_text`, `TTSModel`'s default), the text is sampled from the conditioned half alone, and
 each depformer codebook from `null + (cond - null) * cfg_coef`.
+
+Voice cloning (tts-0.75b-en-public): `prefixes` ([1 + n_q, P] each, `moshi_mlx.tts.prefix`)
+force the text of the first P steps and the delayed prefix audio, and with real CFG mask the
+prefix from the null half (`cfg_is_no_prefix`); see `PrefixPlan`.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import mlx.core as mx
+import numpy as np
 
 from ..models.conditioning import Conditions
 from ..models.lm import Lm
 from ..sampling import Sampler
+from .prefix import PrefixPlan
 from .state_machine import State, StateMachine
 
 # tts-1.6b-en_fr's lm_gen_config (temperature 0.6) with PT LMGen's default top-k (25 / 250).
@@ -76,6 +82,8 @@ class TtsGen:
         seed: int | None = None,
         cfg_coef: float = 1.0,
         compile: bool = True,
+        prefixes: Sequence[np.ndarray] | None = None,
+        cfg_is_no_prefix: bool = True,
     ) -> None:
         cfg = lm.cfg
         if cfg.dep_q != cfg.n_q or cfg.dep_q == 0:
@@ -101,6 +109,10 @@ class TtsGen:
         self._history: deque[tuple[mx.array, mx.array]] = deque(maxlen=self.max_delay + 1)
         self._zero_audio = mx.full((B, cfg.n_q), -1, dtype=mx.int32)
         self._depformer = self._make_depformer(compile)
+        if prefixes is not None and len(prefixes) != B:
+            raise ValueError(f"give one prefix per script: {len(prefixes)} for {B} scripts")
+        self.prefix = None if prefixes is None else PrefixPlan(
+            prefixes, self.audio_delays, cfg.n_q, delay_steps, cfg_is_no_prefix)
 
     @property
     def batch_size(self) -> int:
@@ -129,12 +141,16 @@ class TtsGen:
         x = self._inputs()
         if self.guided:
             null = x if t == 0 else mx.concatenate([mx.full((B, 1, 1), -1, mx.int32), x[:, 1:]], 1)
+            if self.prefix is not None:
+                null = self.prefix.mask_null(t, null)
             x = mx.concatenate([x, null], axis=0)
         h = lm.temporal(lm.embed(x, self.cond), self.cache, self.cond)[:, -1]
         sampled = self.text_sampler(lm.text_logits(h[:B]), key=text_key).tolist()
         fed, consumed = [], []
-        for state, token in zip(self.states, sampled, strict=True):
-            out, used = self.machine.process(t, state, int(token))
+        for b, (state, token) in enumerate(zip(self.states, sampled, strict=True)):
+            forced = None if self.prefix is None else self.prefix.text_at(b, t)
+            out, used = (forced, False) if forced is not None else self.machine.process(
+                t, state, int(token))
             fed.append(out)
             consumed.append(used)
         text = mx.array(fed, dtype=mx.int32)
@@ -145,6 +161,8 @@ class TtsGen:
                 h, text, audio_keys)
             silent = mx.array([t < d + self.delay_steps for d in self.audio_delays])
             audio = mx.where(silent, -1, audio)
+        if self.prefix is not None:
+            audio = self.prefix.force_audio(t, audio)
         self._text, self._audio = text, audio
         self._history.append((text, audio))
         self.step_count += 1

@@ -18,6 +18,10 @@ which the model asked for a word past the last one).
 (standard input, line by line): pieces are tokenized as they arrive and the machine pads while
 waiting for more, so speech starts before the text is complete. When the text pauses, the loop
 keeps stepping until the audio of what was given is out, then blocks until more text arrives.
+
+Voice cloning (models without a `speaker_wavs` conditioner, as kyutai/tts-0.75b-en-public): the
+voice is a recording (.wav), encoded by Mimi into an audio prefix (`moshi_mlx.tts.prefix`); the
+P prefix frames are decoded (Mimi's state) but not returned, and `max_steps` counts after them.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import numpy as np
 
 from ..sampling import Sampler
 from .generate import TtsGen, TtsStep
+from .prefix import load_voice_prefix
 from .script import ScriptReader
 from .state_machine import State, StateMachine, TokenIds
 from .voices import load_voice, speaker_condition, voice_suffix
@@ -69,6 +74,11 @@ class TtsModel:
         lut = self.conditioners.get("cfg", {}).get("lut", {})
         return list(lut.get("possible_values", []))
 
+    @property
+    def clones_voice(self) -> bool:
+        """No voice embedding conditioner: the voice is an audio prefix (a recording)."""
+        return "speaker_wavs" not in self.conditioners
+
     def machine(self) -> StateMachine:
         return StateMachine(TokenIds(self.lm.cfg.text_card + 1),
                             second_stream_ahead=int(self.tts_config.get("second_stream_ahead", 0)),
@@ -88,6 +98,8 @@ def load_tts(model_dir: str | Path, dtype: str | None = None) -> TtsModel:
     config = json.loads(cfg_file.read_text())
     if config.get("model_type") != "tts" or "tts_config" not in config:
         raise ValueError(f"{cfg_file}: not a TTS model (model_type {config.get('model_type')!r})")
+    if config["tts_config"].get("multistream"):
+        raise ValueError(f"{cfg_file}: multistream TTS models are not supported")
     for key in ("moshi_name", "mimi_name", "tokenizer_name"):
         if not (d / config.get(key, "")).is_file():
             raise FileNotFoundError(f"{d}: {key} {config.get(key)!r} is missing")
@@ -96,9 +108,16 @@ def load_tts(model_dir: str | Path, dtype: str | None = None) -> TtsModel:
     return TtsModel(lm, codec, TextTokenizer(d / config["tokenizer_name"]), config, d)
 
 
-def find_voice(model: TtsModel, voice: str | None) -> Path:
+def find_voice(model: TtsModel, voice: str | None) -> Path | None:
     """A .safetensors path, or a voice name under `<model_dir>/voices` (the model's suffix
-    appended); None: the only voice there."""
+    appended); None: the only voice there. Voice-cloning models: a recording (a .wav path or a
+    name under `voices/`, no suffix) or None (no prefix)."""
+    if model.clones_voice:
+        return _find_recording(model, voice)
+    if voice is not None and voice.endswith(".wav") and Path(voice).is_file():
+        raise ValueError(f"--voice {voice}: this model takes voice embeddings (.safetensors or a "
+                         "name in kyutai/tts-voices); cloning a voice from a .wav recording needs "
+                         "a model conditioned by audio prefix (kyutai/tts-0.75b-en-public)")
     suffix = voice_suffix(model.config.get("model_id"))
     if voice is not None and voice.endswith(".safetensors"):
         return Path(voice)
@@ -112,7 +131,16 @@ def find_voice(model: TtsModel, voice: str | None) -> Path:
     return found[0]
 
 
-def conditions_for(model: TtsModel, voice: Path, cfg_coef: float) -> tuple[Any, float]:
+def _find_recording(model: TtsModel, voice: str | None) -> Path | None:
+    if voice is None:
+        return None
+    if voice.endswith(".safetensors"):
+        raise ValueError(f"--voice {voice}: this model clones a voice from a recording; give a "
+                         ".wav file, not a voice embedding")
+    return Path(voice) if Path(voice).is_file() else model.model_dir / "voices" / voice
+
+
+def conditions_for(model: TtsModel, voice: Path | None, cfg_coef: float) -> tuple[Any, float]:
     """(conditions, cfg_coef for `TtsGen`): distilled CFG goes into the `cfg` LUT (coef 1);
     without one, real CFG doubles the batch with dropped conditions."""
     values: dict[str, Any] = {}
@@ -127,10 +155,8 @@ def conditions_for(model: TtsModel, voice: Path, cfg_coef: float) -> tuple[Any, 
             raise ValueError(f"--cfg must be one of {', '.join(model.cfg_values)}, got {cfg_coef}")
         values["cfg"] = [value]
         return model.lm.conditions(values), 1.0
-    if not values:
-        if cfg_coef != 1.0:
-            raise ValueError("this model has no conditions to guide: use --cfg 1")
-        return None, 1.0
+    if not values:  # real CFG guides by the text (and the prefix) alone, as PT's cfg_is_no_text
+        return None, cfg_coef
     if cfg_coef != 1.0:
         values = {k: _with_dropped(v) for k, v in values.items()}
     return model.lm.conditions(values), cfg_coef
@@ -188,7 +214,7 @@ class _TextFeed:
 def speak(
     model: TtsModel,
     text: str | Iterable[str],
-    voice: Path,
+    voice: Path | None,
     cfg_coef: float = 2.0,
     text_sampler: Sampler | None = None,
     audio_sampler: Sampler | None = None,
@@ -214,8 +240,11 @@ def speak(
     kwargs = {k: v for k, v in (("text_sampler", text_sampler), ("audio_sampler", audio_sampler))
               if v is not None}
     cond, coef = conditions_for(model, voice, cfg_coef)
+    prefix = load_voice_prefix(model.codec, voice) if model.clones_voice and voice else None
+    skip = 0 if prefix is None else prefix.shape[1]  # prefix frames: decoded, not returned
+    max_steps += skip
     gen = TtsGen(model.lm, machine, [state], cond, model.delay_steps, seed=seed, cfg_coef=coef,
-                 **kwargs)
+                 prefixes=None if prefix is None else [prefix], **kwargs)
     codec_state = model.codec.init_state(1)
     chunks: list[np.ndarray] = []
     decoded = samples = 0
@@ -251,7 +280,7 @@ def speak(
         codes = np.asarray(out.frame[:, 1:], dtype=np.int32)[:, :, None]
         pcm = np.clip(model.codec.decode_step(codes, codec_state)[0, 0], -1.0, 1.0)
         decoded += 1
-        if decoded <= DROPPED_FRAMES:
+        if decoded <= DROPPED_FRAMES + skip:
             continue
         if state.end_step is not None and decoded - DROPPED_FRAMES > state.end_step:
             continue
