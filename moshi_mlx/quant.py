@@ -135,6 +135,9 @@ def quantize_lm(model: nn.Module, spec: Spec) -> nn.Module:
             )
         return params.as_block()
 
+    # Modules that share one weight array (the depformer slices of one weight set, as mapped
+    # from PyTorch names) keep sharing their quantized arrays: quantized once, not per slice.
+    originals = {p: m.weight for p, m in quantizable_modules(model).items()}
     # Modules with children (FactoredEmbedding) first: `nn.quantize` only visits leaves, and
     # their children, carried over unchanged, are then quantized as leaves.
     leaves = {p for p, _ in tree_flatten(model.leaf_modules(), is_leaf=nn.Module.is_module)}
@@ -146,7 +149,22 @@ def quantize_lm(model: nn.Module, spec: Spec) -> nn.Module:
         model.update_modules(tree_unflatten(swaps))
     nn.quantize(model, group_size=int(spec["group_size"]), bits=int(spec["bits"]),
                 class_predicate=predicate)
+    _share_quantized(model, originals)
     return model
+
+
+def _share_quantized(model: nn.Module, originals: dict[str, mx.array]) -> None:
+    """Give modules whose float weights were one array the first one's quantized arrays (the
+    others' are lazy and never evaluated)."""
+    modules = dict(model.named_modules())
+    first: dict[int, nn.Module] = {}
+    for path, w in originals.items():  # `originals` keeps every array alive: ids are unique
+        m = modules[path]
+        if not isinstance(m, QUANTIZED_TYPES):
+            continue
+        src = first.setdefault(id(w), m)
+        if src is not m and (src.bits, src.group_size) == (m.bits, m.group_size):
+            m.update({k: src[k] for k in ("weight", "scales", "biases") if k in src})
 
 
 def check_spec_matches(spec: Spec, detected: Spec | None, model: nn.Module) -> None:

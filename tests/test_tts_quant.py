@@ -219,32 +219,50 @@ def test_speak_cli_with_quantized_repo_and_quant_flag(repos, tmp_path, capsys):
         "error: argument --quant: invalid choice: 'q5' (choose from 'bf16', 'q8', 'q4')")
 
 
-def test_pytorch_named_tts_source_converts(tmp_path):
-    """A TTS LM in PyTorch names (the golden's) converts; its float32 conditioners stay float32,
-    and the q8 logits stay within the q8 bound of the source's."""
+def test_pytorch_named_tts_source(tmp_path):
+    """A TTS LM in PyTorch names, stored like the release (bf16, conditioners float32; the
+    golden's weights): the offline q4 repository equals the in-memory q4 model, conditioners
+    stay float32, depformer slices of one weight set share their quantized arrays in memory, and
+    the logits stay within the q4 bound of the float model's."""
+    from moshi_mlx import load_lm
+    from moshi_mlx.tts.quant import quantize_tts_lm
     from quantize.cli import main_quantize
 
     meta = json.loads((GOLDEN / "tts_lm_config.json").read_text())
     src = tmp_path / "src"
     src.mkdir()
-    shutil.copy(GOLDEN / "tts_lm_weights.safetensors", src / "lm.safetensors")
+    w = mx.load(str(GOLDEN / "tts_lm_weights.safetensors"))
+    mx.save_safetensors(str(src / "lm.safetensors"), {
+        k: v if k.startswith("condition_provider.") else v.astype(mx.bfloat16) for k, v in w.items()})
     (src / "config.json").write_text(json.dumps({**meta["lm"], "model_type": "tts",
                                                  "moshi_name": "lm.safetensors"}))
-    out = tmp_path / "q8"
-    assert main_quantize([str(src), str(out), "--recipe", "q8", "--no-report", "-q"]) == 0
-    from moshi_mlx import load_lm
-
-    lm_q, lm_f = load_lm(out, dtype="stored"), load_lm(src / "lm.safetensors", dtype="float32")
-    proj = lm_q.condition_provider.conditioners["speaker_wavs"].output_proj
-    assert proj.weight.dtype == mx.float32
-    assert lm_q.text_emb.out1.weight.dtype == mx.uint32  # demux Linears quantized (width 64)
+    out = tmp_path / "q4"  # group 32: the golden's depformer is 32 wide
+    assert main_quantize([str(src), str(out), "--recipe", "q4", "--no-report", "-q"]) == 0
+    offline = load_lm(out, dtype="float32")
+    memory = load_lm(src / "lm.safetensors", dtype="stored")
+    quantize_tts_lm(memory, "q4", "float32")
+    a, b = dict(tree_flatten(offline.parameters())), dict(tree_flatten(memory.parameters()))
+    assert a.keys() == b.keys() and all(mx.array_equal(a[k], b[k]).item() for k in a)
+    proj = memory.condition_provider.conditioners["speaker_wavs"].output_proj
+    assert load_lm(out, dtype="stored")["condition_provider"]["conditioners"][
+        "speaker_wavs"]["output_proj"]["weight"].dtype == mx.float32
+    assert proj.weight.dtype == mx.float32 and memory.text_emb.out1.weight.dtype == mx.uint32
+    # schedule [0, 1, 2, 2, 3, 3]: slices 2 and 3 share one weight set
+    s = memory.depformer.slices
+    for name in ("weight", "scales", "biases"):
+        assert s[2].transformer.layers[0].gating.linear_in[name] is \
+            s[3].transformer.layers[0].gating.linear_in[name]
+    assert s[1].transformer.layers[0].gating.linear_in.weight is not \
+        s[2].transformer.layers[0].gating.linear_in.weight
+    ref = load_lm(src / "lm.safetensors", dtype="float32")
+    # the compute policy's float32 cast keeps them shared too (one copy per weight set)
+    assert ref.depformer.slices[2].transformer.layers[0].gating.linear_in.weight is \
+        ref.depformer.slices[3].transformer.layers[0].gating.linear_in.weight
     rng = np.random.default_rng(0)
     codes = np.concatenate([rng.integers(0, 40, (1, 1, 12)), rng.integers(0, 24, (1, 6, 12))], 1)
     values = {"cfg": ["2.0"], "control": ["ok"],
               "speaker_wavs": (mx.array(rng.standard_normal((1, 5, 12)).astype(np.float32)), None)}
-    lm_q32 = load_lm(out, dtype="float32")
-    ref = lm_f.forward(mx.array(codes), lm_f.conditions(values))
-    got = lm_q32.forward(mx.array(codes), lm_q32.conditions(values))
-    for r, g in zip(ref, got, strict=True):
+    for r, g in zip(ref.forward(mx.array(codes), ref.conditions(values)),
+                    memory.forward(mx.array(codes), memory.conditions(values)), strict=True):
         rel, _ = _drift(np.array(r), np.array(g))
-        assert 0 < rel <= BOUNDS["q8"][0], rel
+        assert 0 < rel <= BOUNDS["q4"][0], rel
