@@ -13,7 +13,8 @@ and Mimi, the tokenizer and a TTS repository's `voices/` copied from the source 
 the output stands alone).
 
 TTS repositories (Kyutai's layout: `model_type` "tts", the LM in PyTorch or MLX names) convert the
-same way; their conditioners stay float and keep the dtype they are stored in (float32 in Kyutai's
+same way; depformer slices that share a weight set in the source are written once
+(`moshi_mlx.weights.lm.fill_tied_slices` restores them at load: tts-1.6b has 32 slices, 11 sets); their conditioners stay float and keep the dtype they are stored in (float32 in Kyutai's
 file), as `cli.py speak --quant` leaves them, so both paths compute with the same tensors.
 """
 
@@ -38,7 +39,7 @@ from moshi_mlx.checkpoint.spec import params_for, with_block
 from moshi_mlx.config import LmConfig, moshi_v0_1
 from moshi_mlx.loading import DTYPES
 from moshi_mlx.quant import KEEP_FLOAT, quantizable_modules
-from moshi_mlx.weights.lm import detect_format, map_lm_torch
+from moshi_mlx.weights.lm import detect_format, fill_tied_slices, map_lm_torch, tied_slice
 
 from .recipes import QBits, Recipe, kyutai_compatible, plan
 from .source import Source, SourceError
@@ -128,6 +129,8 @@ def prepare(source: Source, recipe: Recipe, dtype: str = "bfloat16") -> Plan:
         fmt = "mlx-quantized"
         log.warning("source is already quantized: converting from its dequantized weights")
         weights = _dequantize(weights, expected, src_block)
+    if fmt != "pytorch":  # an output of this tool with tied depformer slices as the source
+        weights = fill_tied_slices(weights, cfg)
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     bad = sorted(n for n in set(expected) & set(weights) if weights[n].shape != expected[n].shape)
@@ -138,6 +141,10 @@ def prepare(source: Source, recipe: Recipe, dtype: str = "bfloat16") -> Plan:
             f"unexpected {unexpected[:8]} ({len(unexpected)}), "
             f"mis-shaped {[(n, weights[n].shape, expected[n].shape) for n in bad[:8]]}"
         )
+    # Depformer slices of one weight set hold the same arrays: written once (weights.lm).
+    tied = [n for n in weights if (t := tied_slice(cfg, n)) is not None and weights[n] is weights[t]]
+    for n in tied:
+        del weights[n]
     decisions = plan(recipe, ((p, m.weight.shape[-1]) for p, m in model_modules.items()))
     out_dtype = DTYPES[dtype]
     scale_dtype = DTYPES[recipe.scales] if recipe.scales else out_dtype

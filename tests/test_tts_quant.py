@@ -222,7 +222,7 @@ def test_speak_cli_with_quantized_repo_and_quant_flag(repos, tmp_path, capsys):
 def test_pytorch_named_tts_source(tmp_path):
     """A TTS LM in PyTorch names, stored like the release (bf16, conditioners float32; the
     golden's weights): the offline q4 repository equals the in-memory q4 model, conditioners
-    stay float32, depformer slices of one weight set share their quantized arrays in memory, and
+    stay float32, depformer slices of one weight set are written once and share their arrays, and
     the logits stay within the q4 bound of the float model's."""
     from moshi_mlx import load_lm
     from moshi_mlx.tts.quant import quantize_tts_lm
@@ -238,7 +238,13 @@ def test_pytorch_named_tts_source(tmp_path):
                                                  "moshi_name": "lm.safetensors"}))
     out = tmp_path / "q4"  # group 32: the golden's depformer is 32 wide
     assert main_quantize([str(src), str(out), "--recipe", "q4", "--no-report", "-q"]) == 0
+    # slices 2 and 3 share a weight set (schedule [0, 1, 2, 2, 3, 3]): written once
+    keys = mx.load(str(out / "model.q4.safetensors")).keys()
+    tied = "depformer.slices.{}.transformer.layers.0.gating.linear_in.scales"
+    assert tied.format(2) in keys and tied.format(3) not in keys
     offline = load_lm(out, dtype="float32")
+    assert offline.depformer.slices[3].transformer.layers[0].gating.linear_in.scales is \
+        offline.depformer.slices[2].transformer.layers[0].gating.linear_in.scales
     memory = load_lm(src / "lm.safetensors", dtype="stored")
     quantize_tts_lm(memory, "q4", "float32")
     a, b = dict(tree_flatten(offline.parameters())), dict(tree_flatten(memory.parameters()))
@@ -266,3 +272,24 @@ def test_pytorch_named_tts_source(tmp_path):
                     memory.forward(mx.array(codes), memory.conditions(values)), strict=True):
         rel, _ = _drift(np.array(r), np.array(g))
         assert 0 < rel <= BOUNDS["q4"][0], rel
+
+
+def test_tied_slice_rule_at_the_real_shape():
+    """tts-1.6b's schedule [0..7] + [8]*8 + [9]*8 + [10]*8: slices 9..15 take set 8 from slice 8
+    (attention, MLP and linear_in); per-slice tensors and Moshi's LMs are never tied."""
+    from moshi_mlx.config import moshi_v0_1
+    from moshi_mlx.weights.lm import tied_slice
+
+    cfg = LmConfig.from_dict(json.loads((GOLDEN / "tts_1.6b_manifest.json").read_text())["config"])
+    attn = "depformer.slices.{}.transformer.layers.3.self_attn.in_proj.weight"
+    assert tied_slice(cfg, attn.format(9)) == attn.format(8)
+    assert tied_slice(cfg, attn.format(31)) == attn.format(24)
+    assert tied_slice(cfg, attn.format(8)) is None and tied_slice(cfg, attn.format(7)) is None
+    gate = "depformer.slices.{}.transformer.layers.0.gating.linear_out.scales"
+    assert tied_slice(cfg, gate.format(15)) == gate.format(8)
+    assert tied_slice(cfg, "depformer.slices.20.linear_in.weight") == \
+        "depformer.slices.16.linear_in.weight"
+    for own in ("depformer.slices.9.linear_out.weight", "depformer.slices.9.emb.weight",
+                "depformer.slices.9.transformer.layers.0.norm1.weight"):
+        assert tied_slice(cfg, own) is None, own
+    assert tied_slice(moshi_v0_1(), attn.format(5)) is None
