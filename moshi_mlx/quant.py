@@ -41,7 +41,7 @@ Spec = Block  # the "quantization" block
 # Presets of `--quant` at load: Kyutai's q8 (group 64) and q4 (group 32) files' parameters.
 PRESETS = {"q8": QParams(8, 64), "q4": QParams(4, 32)}
 # The TTS conditioners (LUT tables, output_proj of the speaker / cfg / control inputs) stay float:
-# they run once per utterance, hold ~0.1% of tts-1.6b's weights, and the cfg LUT is 16 wide (no
+# they run once per utterance, hold 0.3% of tts-1.6b's weights, and the cfg LUT is 16 wide (no
 # group size divides it). PyTorch moshi keeps them float32 even in its bf16 checkpoints.
 KEEP_FLOAT = re.compile(r"^condition_provider\.")
 

@@ -10,8 +10,9 @@ in-memory q8 model and a `cli.py quantize --recipe q8` repository hold the same 
   quantized lookup whose rows then go through the float-or-quantized `low_rank` / `out1` /
   `out2` Linears: `moshi_mlx.nn.factored_embedding`).
 - float: the conditioners (`moshi_mlx.quant.KEEP_FLOAT`: run once per utterance, tiny) and the
-  norms (not Linear or Embedding). Kyutai's own MLX TTS quantizes less (the depformer and the
-  temporal self-attention and MLP only), leaving ~20% of tts-1.6b's weights in bf16.
+  norms (not Linear or Embedding). Kyutai's own MLX TTS quantizes less (the depformer's Linears
+  and the temporal self-attention and MLP only), leaving about a quarter of tts-1.6b's weights
+  in bf16 (cross-attention, audio and text embeddings, text head).
 
 At the real shape (dim 2048, depformer 1024, low rank 128, hidden 5632, speaker input 512) group
 64 (q8) and 32 (q4) divide every quantized width; on toy models the modules they do not divide
