@@ -25,6 +25,7 @@ from moshi_mlx.nn.linear import QuantizedLinear
 from moshi_mlx.quant import PRESETS, quantize_lm, quantized_modules, uniform_decisions
 from moshi_mlx.sampling import Sampler
 from moshi_mlx.tts.generate import TtsGen
+from moshi_mlx.tts.quant import quantize_tts_lm
 from moshi_mlx.tts.speak import conditions_for, find_voice, load_tts
 from tests.helpers import GOLDEN, one_line_error, run_cli
 
@@ -98,6 +99,13 @@ def test_quantized_logits_stay_close_to_float(repos):
             assert 0 < rel <= max_rel and top1 >= min_top1, (q, name, rel, top1)
             errs[q, name] = rel
     assert errs["q4", "text"] > 3 * errs["q8", "text"]  # 4 bits really are coarser than 8
+    # An LM already loaded in float32 (as a benchmark holds it) quantizes in place just as well.
+    m = load_tts(repos["bf16"], dtype="float32")
+    quantize_tts_lm(m.lm, "q8", "float32")
+    rel, top1 = _drift(r_audio, _logits(m, codes, conditions_for(m, find_voice(m, None), 2.0)[0])[1])
+    assert 0 < rel <= BOUNDS["q8"][0] and top1 >= BOUNDS["q8"][1], (rel, top1)
+    with pytest.raises(ValueError, match="already quantized"):
+        quantize_tts_lm(m.lm, "q4")
 
 
 @pytest.mark.parametrize("quant", ["q8", "q4"])
@@ -225,7 +233,6 @@ def test_pytorch_named_tts_source(tmp_path):
     stay float32, depformer slices of one weight set are written once and share their arrays, and
     the logits stay within the q4 bound of the float model's."""
     from moshi_mlx import load_lm
-    from moshi_mlx.tts.quant import quantize_tts_lm
     from quantize.cli import main_quantize
 
     meta = json.loads((GOLDEN / "tts_lm_config.json").read_text())
