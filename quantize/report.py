@@ -59,19 +59,26 @@ def top1_agreement(ref_logits: np.ndarray, q_logits: np.ndarray) -> np.ndarray:
 
 # Sizes ------------------------------------------------------------------------------------------
 def size_stats(source: Source) -> dict[str, Any]:
-    """Bytes of the LM files, and bits per weight relative to the float model of the config."""
+    """Bytes of the LM files, and bits per weight relative to the float model of the config.
+
+    Weights are counted once per stored array: a depformer slice tied to another one (its weight
+    set, `moshi_mlx.weights.lm.tied_slice`) counts only when the file holds it under its own name.
+    """
     from moshi_mlx.models.lm import Lm
+    from moshi_mlx.weights.lm import tied_slice
 
     cfg_dict = dict(source.config or moshi_v0_1().to_dict())
     cfg_dict.pop("quantization", None)
     cfg = LmConfig.from_dict(cfg_dict)
-    n_weights = sum(v.size for _, v in tree_flatten(Lm(cfg).parameters()))  # lazy, not evaluated
     size = sum(f.stat().st_size for f in source.weight_files)
-    data, scales = 0, set()
+    data, scales, names = 0, set(), set()
     for f in source.weight_files:
         header = read_header(f)
+        names |= set(header)
         data += sum(e["data_offsets"][1] - e["data_offsets"][0] for e in header.values())
         scales |= {e["dtype"].lower() for k, e in header.items() if k.endswith(".scales")}
+    n_weights = sum(v.size for k, v in tree_flatten(Lm(cfg).parameters())  # lazy, not evaluated
+                    if k in names or tied_slice(cfg, k) is None)
     return {"size_bytes": size, "params": int(n_weights), "bits_per_weight": data * 8 / n_weights,
             "scales": "/".join(sorted(scales)) or "-"}
 

@@ -300,3 +300,14 @@ def test_tied_slice_rule_at_the_real_shape():
                 "depformer.slices.9.transformer.layers.0.norm1.weight"):
         assert tied_slice(cfg, own) is None, own
     assert tied_slice(moshi_v0_1(), attn.format(5)) is None
+
+
+def test_quality_report_on_a_tts_repository(repos):
+    """`quantize-report` probes TTS LMs with conditions (cross-attention needs a source)."""
+    from quantize.report import build_report
+
+    rep = build_report([repos["q8"], repos["q4"]], repos["bf16"], steps=16)
+    q8, q4 = rep["models"]
+    assert q8["params"] == q4["params"] and 8 < q8["bits_per_weight"] < 16
+    assert q4["bits_per_weight"] < q8["bits_per_weight"]
+    assert 0 < q8["audio_kl"] < q4["audio_kl"] and q8["text_top1"] > 0.9
