@@ -139,6 +139,9 @@ def _add_speak_parser(sub) -> None:
                         "tokenizer files), e.g. from `tiny_repo --kind tts`")
     g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                    help="LM compute dtype")
+    g.add_argument("--quant", choices=["bf16", "q8", "q4"], default=None,
+                   help="quantize the LM at load: q8 (8 bits, group 64) or q4 (4 bits, group 32); "
+                        "bf16 or unset: as stored (a `quantize` output is already quantized)")
     s.add_argument("--voice", metavar="NAME|FILE", help="voice: a .safetensors file, a name in "
                    "DIR/voices (default: the only voice there) or in the Hugging Face repo "
                    f"{TTS.voices_repo} (default without DIR/voices: {DEFAULT_VOICE}); "

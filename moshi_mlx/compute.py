@@ -206,19 +206,37 @@ def apply_policy(model: nn.Module, policy: ComputePolicy) -> nn.Module:
     from .nn.linear import QuantizedLinear
     from .quant import QUANTIZED_TYPES
 
-    for _, m in model.named_modules():
+    # Arrays shared by several modules (depformer slices of one weight set) stay shared: each
+    # is converted once, and only those are cached (holding the original keeps its id unique),
+    # until their last user: the peak memory still grows by one matrix.
+    modules = [m for _, m in model.named_modules()]
+    users: dict[int, int] = {}
+    for m in modules:
+        for v in _own_params(m).values():
+            users[id(v)] = users.get(id(v), 0) + 1
+    shared: dict[tuple[int, type], tuple[mx.array, mx.array]] = {}
+    for m in modules:
         if isinstance(m, QUANTIZED_TYPES):
             if isinstance(m, QuantizedLinear):
                 m.input_dtype = policy.quantized_input_dtype
             continue
         new = {}
         for k, v in _own_params(m).items():
-            w = v
-            if policy.dtype is not None and mx.issubdtype(w.dtype, mx.floating):
-                w = w.astype(policy.dtype)
-            if k == "weight" and w.dtype == mx.float32 and (
-                    policy.linear_layout or not isinstance(m, nn.Linear)):
-                w = matmul_layout(m, w)
+            key = (id(v), type(m))
+            if key in shared:
+                w = shared[key][1]
+            else:
+                w = v
+                if policy.dtype is not None and mx.issubdtype(w.dtype, mx.floating):
+                    w = w.astype(policy.dtype)
+                if k == "weight" and w.dtype == mx.float32 and (
+                        policy.linear_layout or not isinstance(m, nn.Linear)):
+                    w = matmul_layout(m, w)
+                if users[id(v)] > 1:
+                    shared[key] = (v, w)
+            users[id(v)] -= 1
+            if users[id(v)] == 0:  # its last user: release the original
+                shared.pop(key, None)
             if w is not v:
                 new[k] = w
         if new:

@@ -52,7 +52,7 @@ from .quant import (
     model_decisions,
     quantize_lm,
 )
-from .weights.lm import detect_format, map_lm_torch
+from .weights.lm import detect_format, fill_tied_slices, map_lm_torch
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,8 @@ def build_lm(weights: dict[str, Any], cfg: LmConfig, dtype: str | None = None,
         log.info("mapping PyTorch key names")
         weights = map_lm_torch(weights, cfg)
         source += " (PyTorch names, listed below as mapped by moshi_mlx.weights.lm.map_lm_torch)"
+    else:
+        weights = fill_tied_slices(weights, cfg)  # depformer weight sets written once
     model = Lm(cfg)
     detected = detect_quantization(weights, model)
     if cfg.quantization is not None:

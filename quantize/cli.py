@@ -6,7 +6,9 @@
                            [--no-report] [--report-steps T] [--json FILE]
     python cli.py quantize-report OUT_DIR --reference SRC [--compare DIR ...] [--json FILE]
 
-SRC: a Hugging Face repo id, a model directory or a weight file, in Kyutai's PyTorch or MLX format.
+SRC: a Hugging Face repo id, a model directory or a weight file, in Kyutai's PyTorch or MLX format;
+a TTS repository (Kyutai's layout, e.g. kyutai/tts-1.6b-en_fr) gives a TTS repository that
+`cli.py speak --model-dir OUT_DIR` loads (see quantize/convert.py).
 Both return a process exit code: 0 ok, 2 bad input (one clear line on stderr, no traceback).
 """
 
@@ -32,7 +34,8 @@ def _recipes_help() -> str:
 def quantize_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="cli.py quantize",
-        description="Convert a Moshi LM checkpoint to bf16 / quantized MLX weights, tensor by tensor.",
+        description="Convert a Moshi LM checkpoint (or a Kyutai TTS repository) to bf16 / quantized "
+                    "MLX weights, tensor by tensor.",
     )
     ap.add_argument("src", help="Hugging Face repo id, model directory, or .safetensors file")
     ap.add_argument("out_dir", help="output model directory (usable with --model-dir)")

@@ -1,7 +1,8 @@
 """Quality report of converted checkpoints against their source: size, bits per weight, logit drift.
 
 Metrics, on one probe sequence (seeded random text and audio codes, teacher-forced through
-`lm.forward`, so every position sees the same context in both models):
+`lm.forward`, so every position sees the same context in both models; TTS LMs also get seeded
+conditions, `probe_conditions`):
 
 - `text_kl`, `audio_kl`: mean KL(reference || quantized) in nats per position, of the next-token
   distributions (softmax of the logits, float64). Audio is averaged over Moshi's dep_q codebooks
@@ -58,19 +59,26 @@ def top1_agreement(ref_logits: np.ndarray, q_logits: np.ndarray) -> np.ndarray:
 
 # Sizes ------------------------------------------------------------------------------------------
 def size_stats(source: Source) -> dict[str, Any]:
-    """Bytes of the LM files, and bits per weight relative to the float model of the config."""
+    """Bytes of the LM files, and bits per weight relative to the float model of the config.
+
+    Weights are counted once per stored array: a depformer slice tied to another one (its weight
+    set, `moshi_mlx.weights.lm.tied_slice`) counts only when the file holds it under its own name.
+    """
     from moshi_mlx.models.lm import Lm
+    from moshi_mlx.weights.lm import tied_slice
 
     cfg_dict = dict(source.config or moshi_v0_1().to_dict())
     cfg_dict.pop("quantization", None)
     cfg = LmConfig.from_dict(cfg_dict)
-    n_weights = sum(v.size for _, v in tree_flatten(Lm(cfg).parameters()))  # lazy, not evaluated
     size = sum(f.stat().st_size for f in source.weight_files)
-    data, scales = 0, set()
+    data, scales, names = 0, set(), set()
     for f in source.weight_files:
         header = read_header(f)
+        names |= set(header)
         data += sum(e["data_offsets"][1] - e["data_offsets"][0] for e in header.values())
         scales |= {e["dtype"].lower() for k, e in header.items() if k.endswith(".scales")}
+    n_weights = sum(v.size for k, v in tree_flatten(Lm(cfg).parameters())  # lazy, not evaluated
+                    if k in names or tied_slice(cfg, k) is None)
     return {"size_bytes": size, "params": int(n_weights), "bits_per_weight": data * 8 / n_weights,
             "scales": "/".join(sorted(scales)) or "-"}
 
@@ -93,10 +101,29 @@ def load_for_report(source: Source, dtype: str | None) -> Any:
     return load_lm(files[0], config=source.config, dtype=dtype)
 
 
-def model_logits(source: Source, codes: np.ndarray, dtype: str | None) -> tuple[np.ndarray, ...]:
+def probe_conditions(lm: Any, seed: int) -> Any:
+    """TTS LMs: conditions for the probe (each LUT's first value, a seeded random 10-step input
+    per tensor conditioner, e.g. a voice); None for LMs without conditioners (Moshi)."""
+    if "condition_provider" not in lm:
+        return None
+    from moshi_mlx.nn.conditioners import LutConditioner
+
+    rng = np.random.default_rng(seed)
+    values: dict[str, Any] = {}
+    for name, c in lm.condition_provider.conditioners.items():
+        if isinstance(c, LutConditioner):
+            values[name] = [c.spec.possible_values[0] if c.spec.possible_values else None]
+        else:  # conditioners stay float: output_proj's width is the input dim
+            dim = c.output_proj.weight.shape[-1]
+            values[name] = (mx.array(rng.standard_normal((1, 10, dim)).astype(np.float32)), None)
+    return lm.conditions(values)
+
+
+def model_logits(source: Source, codes: np.ndarray, dtype: str | None,
+                 seed: int = 0) -> tuple[np.ndarray, ...]:
     """(text [1, T, V], audio [dep_q, T, card]) float32 numpy; the model is freed afterwards."""
     lm = load_for_report(source, dtype)
-    text, audio = lm.forward(mx.array(codes))
+    text, audio = lm.forward(mx.array(codes), probe_conditions(lm, seed))
     out = (np.array(text[0].astype(mx.float32)), np.array(audio[0].astype(mx.float32)))
     del lm, text, audio
     gc.collect()
@@ -178,7 +205,7 @@ def build_report(
     ref_size = size_stats(ref_src)
     dt = auto_dtype(ref_size["params"]) if dtype == "auto" else dtype
     codes = probe_codes(cfg, steps, seed)
-    ref_logits = model_logits(ref_src, codes, dt)
+    ref_logits = model_logits(ref_src, codes, dt, seed)
     rows = []
     for m in models:
         src = resolve(m)
@@ -186,7 +213,7 @@ def build_report(
         if stats["params"] != ref_size["params"]:
             raise ValueError(f"{m}: a different model than the reference ({stats['params']} vs "
                              f"{ref_size['params']} weights)")
-        drift = compare_logits(ref_logits, model_logits(src, codes, dt), cfg.delays)
+        drift = compare_logits(ref_logits, model_logits(src, codes, dt, seed), cfg.delays)
         rows.append(ModelReport(Path(str(m)).name, str(m), _recipe_of(src), **stats, **drift))
     return {
         "reference": str(reference), "reference_size_bytes": ref_size["size_bytes"],

@@ -133,7 +133,7 @@ def run_speak(a: argparse.Namespace) -> int:
 
         check_output_device(a.output_device)  # a bad device fails before the model loads
     text = _text(a)
-    model = load_tts(_model_dir(a), dtype=None if a.dtype == "auto" else a.dtype)
+    model = load_tts(_model_dir(a), dtype=None if a.dtype == "auto" else a.dtype, quant=a.quant)
     voice = _voice(model, a.voice)
     text_sampler, audio_sampler = _samplers(a, model)
     player = None

@@ -17,6 +17,13 @@ moshi's names; `map_lm_torch` translates them (rules below; Kyutai's `moshi_mlx/
 
 - dep_q = 0 (STT): PT's unused `depformer_in.*` is dropped; `extra_heads.{i}.weight` keeps its name.
 
+Tied depformer slices (LMs with a weight schedule, e.g. tts-1.6b-en_fr: 32 slices, 11 weight
+sets): the map gives slices of one set the same arrays. `cli.py quantize` writes such an array once,
+under the first slice of its set, and `fill_tied_slices` puts it back for the others at load:
+`depformer.slices.{k}.transformer.layers.{L}.{self_attn,gating}.*` from the first slice j with the
+same weight index, `depformer.slices.{k}.linear_in.*` from the first with the same input index.
+Only keys a file lacks are filled, so files with every slice (any MLX file) load as before.
+
 Keys the map does not consume are passed through under their own name, so a strict load lists
 them as unexpected; a source key that is absent leaves its target absent (listed as missing).
 Works on any array type with numpy-style indexing (mx.array, np.ndarray).
@@ -24,6 +31,7 @@ Works on any array type with numpy-style indexing (mx.array, np.ndarray).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..config import LmConfig
@@ -180,4 +188,36 @@ def map_lm_torch(weights: Weights, cfg: LmConfig) -> Weights:
         for k in [k for k in weights if k.startswith("depformer_in.")]:
             src.get(k)
     out.update(src.unused())
+    return out
+
+
+_TIED = re.compile(r"^depformer\.slices\.(\d+)\.(transformer\.layers\.\d+\.(?:self_attn|gating)\.|"
+                   r"linear_in\.)(.*)$")
+
+
+def tied_slice(cfg: LmConfig, name: str) -> str | None:
+    """The key whose array `name` shares in tied checkpoints (module docstring), or None."""
+    m = _TIED.match(name)
+    if m is None or cfg.depformer_weights_per_step_schedule is None:
+        return None
+    k, part, rest = int(m.group(1)), m.group(2), m.group(3)
+    index = (lambda j: _depformer_in_index(cfg, j)) if part == "linear_in." else \
+        cfg.depformer_weight_index
+    j = next(j for j in range(k + 1) if index(j) == index(k))
+    return None if j == k else f"depformer.slices.{j}.{part}{rest}"
+
+
+def fill_tied_slices(weights: Weights, cfg: LmConfig) -> Weights:
+    """`weights` (our names) plus, for each tied key it lacks, its first slice's array."""
+    if cfg.depformer_weights_per_step_schedule is None:
+        return weights
+    out = dict(weights)
+    prefix = "depformer.slices.0."
+    suffixes = [n[len(prefix):] for n in weights if n.startswith(prefix)]
+    for k in range(1, cfg.dep_q):
+        for rest in suffixes:
+            own = f"depformer.slices.{k}.{rest}"
+            src = tied_slice(cfg, own) if own not in out else None
+            if src is not None and src in out:
+                out[own] = out[src]
     return out
