@@ -80,6 +80,17 @@ class PulseServer:
     def read_raw(raw_path: str | Path) -> np.ndarray:
         return np.fromfile(raw_path, dtype="<f4")
 
+    @staticmethod
+    def record_more(raw_path: str | Path, seconds: float = 0.5, timeout: float = 20.0) -> None:
+        """Wait until a running `record` has written `seconds` more audio: what was played
+        before this call has then crossed the monitor's latency into the file (the recorder
+        keeps writing silence after it)."""
+        path = Path(raw_path)
+        target = path.stat().st_size + int(seconds * RATE) * 4
+        deadline = time.monotonic() + timeout
+        while path.stat().st_size < target and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

@@ -34,6 +34,7 @@ def test_speak_plays_through_pulseaudio(pulse_server, tts_repo, tmp_path):
     recorder = pulse_server.record(spk)
     try:
         p = _speak(pulse_server, *args)
+        pulse_server.record_more(spk)  # the last frames are still on their way to the file
     finally:
         recorder.terminate()
         recorder.wait(10)
