@@ -303,3 +303,53 @@ def wait_for(proc: subprocess.Popen, text: str, timeout: float = 60) -> str:
             return "".join(seen)
     raise AssertionError(f"{text!r} never printed; stdout: {''.join(seen)}; "
                          f"stderr: {proc.stderr.read() if proc.poll() is not None else ''}")
+
+
+def tts_golden_lm(weights: str, config: dict[str, Any], gold: dict[str, Any]) -> Lm:
+    """A TTS golden's LM (`weights` in GOLDEN) with the golden's scaled text-head rows."""
+    from moshi_mlx import load_lm
+
+    lm = load_lm(GOLDEN / weights, config=config)
+    w = np.array(lm.text_linear.weight)
+    w[gold["text_rows"]] = np.array(gold["text_linear_rows"], dtype=np.float32)
+    lm.text_linear.weight = mx.array(w)
+    return lm
+
+
+def tts_machine(lm: Lm, settings: dict[str, Any], entries: list[list[list[Any]]]) -> tuple[Any, list[Any]]:
+    """A golden's state machine and one state per item, from its `[tokens, text, padding]` entries."""
+    from moshi_mlx.tts.state_machine import Entry, StateMachine, TokenIds
+
+    machine = StateMachine(TokenIds(lm.cfg.text_card + 1),
+                           second_stream_ahead=settings["second_stream_ahead"],
+                           max_padding=settings["max_padding"],
+                           initial_padding=settings["initial_padding"])
+    states = [machine.new_state([Entry(tokens=e[0], text=e[1], padding=e[2]) for e in ents])
+              for ents in entries]
+    return machine, states
+
+
+def tts_condition_values(gold: dict[str, Any], doubled: bool = False) -> dict[str, Any]:
+    """A golden's conditioner inputs; `doubled` appends the dropped conditions of real CFG (PT
+    `dropout_all_conditions`: LUTs None, speaker tensor zeroed and masked out)."""
+    conds, speakers = gold["conditions"], mx.array(gold["speakers"])
+    if not doubled:
+        return {"cfg": [c["cfg"] for c in conds], "control": [c["control"] for c in conds],
+                "speaker_wavs": (speakers, None)}
+    B, S = len(conds), speakers.shape[1]
+    return {
+        "cfg": [c["cfg"] for c in conds] + [None] * B,
+        "control": [c["control"] for c in conds] + [None] * B,
+        "speaker_wavs": (mx.concatenate([speakers, mx.zeros_like(speakers)]),
+                         mx.array([[True] * S] * B + [[False] * S] * B)),
+    }
+
+
+def assert_tts_matches(res: Any, want: dict[str, Any]) -> None:
+    """A `generate` result equals a golden run: proposals and fed ids, frames, end steps,
+    consumption times and transcripts."""
+    assert [[list(p) for p in item] for item in res.text_tokens] == want["text_tokens"]
+    assert np.array(res.frames).tolist() == want["frames"]
+    assert res.end_steps == want["end_steps"]
+    assert res.consumption_times == want["consumption_times"]
+    assert [[list(w) for w in tr] for tr in res.transcripts] == want["transcripts"]

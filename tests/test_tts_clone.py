@@ -12,11 +12,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from moshi_mlx import load_lm
 from moshi_mlx.sampling import GREEDY
 from moshi_mlx.tts.generate import TtsGen, generate
 from moshi_mlx.tts.prefix import PrefixPlan, encode_voice, prefix_from_codes
-from moshi_mlx.tts.state_machine import Entry, StateMachine, TokenIds
+from tests.helpers import assert_tts_matches, tts_golden_lm, tts_machine
 
 DATA = Path(__file__).parent / "golden" / "data"
 RUNS = {"plain": (1.0, True), "cfg": (2.0, True), "cfg_with_prefix": (2.0, False)}
@@ -25,21 +24,13 @@ RUNS = {"plain": (1.0, True), "cfg": (2.0, True), "cfg_with_prefix": (2.0, False
 @pytest.fixture(scope="module")
 def setup():
     gold = json.loads((DATA / "tts_clone.json").read_text())
-    lm = load_lm(DATA / "tts_clone_weights.safetensors", config=gold["lm"])
-    w = np.array(lm.text_linear.weight)
-    w[gold["text_rows"]] = np.array(gold["text_linear_rows"], dtype=np.float32)
-    lm.text_linear.weight = mx.array(w)
-    return lm, gold
+    return tts_golden_lm("tts_clone_weights.safetensors", gold["lm"], gold), gold
 
 
 def _gen(lm, gold, run: str) -> TtsGen:
     st = gold["settings"]
     coef, no_prefix = RUNS[run]
-    machine = StateMachine(TokenIds(lm.cfg.text_card + 1),
-                           second_stream_ahead=st["second_stream_ahead"],
-                           max_padding=st["max_padding"], initial_padding=st["initial_padding"])
-    states = [machine.new_state([Entry(tokens=e[0], text=e[1], padding=e[2]) for e in ents])
-              for ents in gold[run]["entries"]]
+    machine, states = tts_machine(lm, st, gold[run]["entries"])
     prefixes = [np.array(p) for p in gold["prefixes"]]
     return TtsGen(lm, machine, states, None, st["delay_steps"], text_sampler=GREEDY,
                   audio_sampler=GREEDY, cfg_coef=coef, prefixes=prefixes,
@@ -52,11 +43,7 @@ def test_prefix_generation_matches_pytorch(setup, run):
     st, want = gold["settings"], gold[run]
     res = generate(_gen(lm, gold, run), final_padding=st["final_padding"],
                    max_steps=st["max_gen_length"])
-    assert [[list(p) for p in item] for item in res.text_tokens] == want["text_tokens"]
-    assert np.array(res.frames).tolist() == want["frames"]
-    assert res.end_steps == want["end_steps"]
-    assert res.consumption_times == want["consumption_times"]
-    assert [[list(w) for w in tr] for tr in res.transcripts] == want["transcripts"]
+    assert_tts_matches(res, want)
 
 
 def test_golden_covers_prefix_and_guidance(setup):

@@ -5,52 +5,33 @@ transcripts, step for step, on the small random TTS LM of test_tts_lm_golden.py.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 import pytest
 
-from moshi_mlx import load_lm
 from moshi_mlx.sampling import GREEDY
 from moshi_mlx.tts.generate import TtsGen, generate
-from moshi_mlx.tts.state_machine import Entry, StateMachine, TokenIds
-
-DATA = Path(__file__).parent / "golden" / "data"
+from tests.helpers import (
+    GOLDEN,
+    assert_tts_matches,
+    tts_condition_values,
+    tts_golden_lm,
+    tts_machine,
+)
 
 
 @pytest.fixture(scope="module")
 def setup():
-    gold = json.loads((DATA / "tts_gen.json").read_text())
-    meta = json.loads((DATA / "tts_lm_config.json").read_text())
-    lm = load_lm(DATA / "tts_lm_weights.safetensors", config=meta["lm"])
-    w = np.array(lm.text_linear.weight)
-    w[gold["text_rows"]] = np.array(gold["text_linear_rows"], dtype=np.float32)
-    lm.text_linear.weight = mx.array(w)
-    return lm, gold
+    gold = json.loads((GOLDEN / "tts_gen.json").read_text())
+    meta = json.loads((GOLDEN / "tts_lm_config.json").read_text())
+    return tts_golden_lm("tts_lm_weights.safetensors", meta["lm"], gold), gold
 
 
 def _gen(lm, gold, seed=None, sampler=GREEDY, cfg_coef=1.0) -> TtsGen:
     st = gold["settings"]
-    machine = StateMachine(TokenIds(lm.cfg.text_card + 1),
-                           second_stream_ahead=st["second_stream_ahead"],
-                           max_padding=st["max_padding"], initial_padding=st["initial_padding"])
-    states = [machine.new_state([Entry(tokens=e[0], text=e[1], padding=e[2]) for e in ents])
-              for ents in gold["entries"]]
-    values = {
-        "cfg": [c["cfg"] for c in gold["conditions"]],
-        "control": [c["control"] for c in gold["conditions"]],
-        "speaker_wavs": (mx.array(gold["speakers"]), None),
-    }
-    if cfg_coef != 1.0:  # then the dropped conditions (PT `dropout_all_conditions`)
-        B = len(states)
-        speakers = mx.array(gold["speakers"])
-        values = {
-            "cfg": values["cfg"] + [None] * B, "control": values["control"] + [None] * B,
-            "speaker_wavs": (mx.concatenate([speakers, mx.zeros_like(speakers)]),
-                             mx.array([[True] * speakers.shape[1]] * B
-                                      + [[False] * speakers.shape[1]] * B)),
-        }
+    machine, states = tts_machine(lm, st, gold["entries"])
+    # With real CFG, the dropped conditions too (PT `dropout_all_conditions`).
+    values = tts_condition_values(gold, doubled=cfg_coef != 1.0)
     return TtsGen(lm, machine, states, lm.conditions(values), st["delay_steps"],
                   text_sampler=sampler, audio_sampler=sampler, seed=seed, cfg_coef=cfg_coef)
 
@@ -59,11 +40,7 @@ def test_greedy_generation_matches_pytorch(setup):
     lm, gold = setup
     res = generate(_gen(lm, gold), final_padding=gold["settings"]["final_padding"],
                    max_steps=gold["settings"]["max_gen_length"])
-    assert [[list(p) for p in item] for item in res.text_tokens] == gold["text_tokens"]
-    assert np.array(res.frames).tolist() == gold["frames"]
-    assert res.end_steps == gold["end_steps"]
-    assert res.consumption_times == gold["consumption_times"]
-    assert [[list(w) for w in tr] for tr in res.transcripts] == gold["transcripts"]
+    assert_tts_matches(res, gold)
 
 
 def test_real_cfg_by_doubled_batch_matches_pytorch(setup):

@@ -22,12 +22,11 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from moshi_mlx import load_lm
 from moshi_mlx.audio.wav import WavWriter, read_wav, write_wav
 from moshi_mlx.sampling import GREEDY
 from moshi_mlx.testing.window_check import WindowChecker, cache_sizes
 from moshi_mlx.tts.generate import TtsGen, generate
-from moshi_mlx.tts.state_machine import Entry, StateMachine, TokenIds
+from tests.helpers import assert_tts_matches, tts_condition_values, tts_golden_lm, tts_machine
 
 DATA = Path(__file__).parent / "golden" / "data"
 # float32 end to end: streaming and full forward differ only by reduction order (measured ~1e-6
@@ -37,26 +36,13 @@ REL_TOL = 1e-4
 
 def _lm(gold: dict, context: int):
     meta = json.loads((DATA / "tts_lm_config.json").read_text())
-    lm = load_lm(DATA / "tts_lm_weights.safetensors", config={**meta["lm"], "context": context})
-    w = np.array(lm.text_linear.weight)
-    w[gold["text_rows"]] = np.array(gold["text_linear_rows"], dtype=np.float32)
-    lm.text_linear.weight = mx.array(w)
-    return lm
+    return tts_golden_lm("tts_lm_weights.safetensors", {**meta["lm"], "context": context}, gold)
 
 
 def _gen(lm, gold: dict) -> TtsGen:
     st = gold["settings"]
-    machine = StateMachine(TokenIds(lm.cfg.text_card + 1),
-                           second_stream_ahead=st["second_stream_ahead"],
-                           max_padding=st["max_padding"], initial_padding=st["initial_padding"])
-    states = [machine.new_state([Entry(tokens=e[0], text=e[1], padding=e[2]) for e in ents])
-              for ents in gold["entries"]]
-    values = {
-        "cfg": [c["cfg"] for c in gold["conditions"]],
-        "control": [c["control"] for c in gold["conditions"]],
-        "speaker_wavs": (mx.array(gold["speakers"]), None),
-    }
-    return TtsGen(lm, machine, states, lm.conditions(values), st["delay_steps"],
+    machine, states = tts_machine(lm, st, gold["entries"])
+    return TtsGen(lm, machine, states, lm.conditions(tts_condition_values(gold)), st["delay_steps"],
                   text_sampler=GREEDY, audio_sampler=GREEDY)
 
 
@@ -86,11 +72,7 @@ def test_greedy_generation_far_past_the_context_matches_pytorch(gold):
 
     gen.__class__ = Recording
     res = generate(gen, final_padding=st["final_padding"], max_steps=st["max_gen_length"])
-    assert [[list(p) for p in item] for item in res.text_tokens] == gold["text_tokens"]
-    assert np.array(res.frames).tolist() == gold["frames"]
-    assert res.end_steps == gold["end_steps"]
-    assert res.consumption_times == gold["consumption_times"]
-    assert [[list(w) for w in tr] for tr in res.transcripts] == gold["transcripts"]
+    assert_tts_matches(res, gold)
     assert len(checks) > 3 * 15 and checks[-1].positions == checker.context + checker.layers
     assert all(s == [ctx] * len(s) for s in sizes)  # preallocated to `context`, never more
     worst = max(max(c.hidden_rel, c.logits_rel) for c in checks)
@@ -118,14 +100,7 @@ def test_window_check_with_real_cfg_doubled_batch(gold):
     lm = _lm(gold, ctx)
     gen = _gen(lm, gold)
     B = gen.batch_size
-    speakers = mx.array(gold["speakers"])
-    cond = lm.conditions({
-        "cfg": [c["cfg"] for c in gold["conditions"]] + [None] * B,
-        "control": [c["control"] for c in gold["conditions"]] + [None] * B,
-        "speaker_wavs": (mx.concatenate([speakers, mx.zeros_like(speakers)]),
-                         mx.array([[True] * speakers.shape[1]] * B
-                                  + [[False] * speakers.shape[1]] * B)),
-    })
+    cond = lm.conditions(tts_condition_values(gold, doubled=True))
     gen = TtsGen(lm, gen.machine, gen.states, cond, gen.delay_steps, text_sampler=GREEDY,
                  audio_sampler=GREEDY, cfg_coef=2.0)
     checker = WindowChecker(lm, cond)
