@@ -31,7 +31,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from ..tts.timing import FRAME_MS, Timeline, heard_position, word_at, words_spoken
-from .terminal import format_elapsed
+from .terminal import format_elapsed, join_parts
 
 SPOKEN, CURRENT, PENDING, UNREAD = "dim", "bold reverse", "", "italic"
 WINDOW_WORDS = 80  # words shown before and after the current one (long texts)
@@ -81,13 +81,7 @@ def speak_status_text(p: SpeakProgress, words: int, total: int | None, width: in
         if p.late or p.lost:
             parts.append((f"late {p.late} lost {p.lost}", "yellow"))
     parts.append((format_elapsed(p.elapsed_s), ""))
-    t = Text()
-    for i, (text, style) in enumerate(parts):
-        if i:
-            t.append(" | ")
-        t.append(text, style=style)
-    t.truncate(width)
-    return t
+    return join_parts(parts, width)
 
 
 class SpeakUI:

@@ -83,6 +83,12 @@ def status_text(st: Status, width: int = 80) -> Text:
     parts.append((format_elapsed(st.elapsed_s), ""))
     if sum(len(p) for p, _ in parts) + 3 * (len(parts) - 1) > width:
         parts = [p for p in parts if not p[0].startswith("in ")]
+    return join_parts(parts, width)
+
+
+def join_parts(parts: list[tuple[str, str]], width: int) -> Text:
+    """`(text, style)` fields joined by " | " on one line, cut at `width` columns (the chat's
+    and the speak command's status lines look alike)."""
     t = Text()
     for i, (text, style) in enumerate(parts):
         if i:
