@@ -22,13 +22,13 @@ import argparse
 import json
 import platform
 import re
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from long_session import rss_mb  # the same RSS reading as the long chat benchmark
 
 import moshi_mlx  # noqa: F401  (before mlx: lets MLX use the system BLAS, see moshi_mlx.compute)
 
@@ -62,14 +62,6 @@ def synthetic_script(words: int, seed: int = 0) -> str:
         parts.append(s)
         n += len(s.split())
     return " ".join(parts)
-
-
-def rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def main(argv: list[str] | None = None) -> int:
