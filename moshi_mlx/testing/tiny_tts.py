@@ -19,6 +19,7 @@ Files (the real repo's names and `config.json` form; see docs/tts.md):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,24 +64,31 @@ def tiny_tts_config(text_card: int, card: int, n_q: int, context: int = 50) -> d
     return cfg
 
 
-def write_tiny_tts_repo(out_dir: str | Path, seed: int = 0, context: int = 50) -> Path:
+def write_tiny_tts_lm(out: Path, seed: int, make_config: Callable[[int, int, int], dict]) -> None:
+    """The tiny tokenizer and Mimi of `tiny_repo`, then a random bf16 LM saved as TTS_FILE with
+    `make_config(text_card, card, n_q)` (plus the Mimi block) as config.json."""
     import mlx.core as mx
-    from safetensors.numpy import save_file
 
     from ..loading import save_lm
     from ..models.lm import Lm
     from .tiny_repo import tiny_mimi_config, write_tokenizer_and_mimi
 
-    out = Path(out_dir)
     mimi_cfg = tiny_mimi_config()
     vocab = write_tokenizer_and_mimi(out, TOKENIZER_FILE, MIMI_FILE, mimi_cfg, seed)
-    config = tiny_tts_config(vocab, mimi_cfg.quantizer_bins, mimi_cfg.quantizer_n_q, context)
+    config = make_config(vocab, mimi_cfg.quantizer_bins, mimi_cfg.quantizer_n_q)
     config["mimi"] = mimi_cfg.to_dict()
     mx.random.seed(seed)
     lm = Lm(LmConfig.from_dict(config))
     lm.set_dtype(mx.bfloat16)
     mx.eval(lm.parameters())
     save_lm(lm, out, filename=TTS_FILE, config=config)
+
+
+def write_tiny_tts_repo(out_dir: str | Path, seed: int = 0, context: int = 50) -> Path:
+    from safetensors.numpy import save_file
+
+    out = Path(out_dir)
+    write_tiny_tts_lm(out, seed, lambda text_card, card, n_q: tiny_tts_config(text_card, card, n_q, context))
     voices = out / "voices"
     voices.mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)

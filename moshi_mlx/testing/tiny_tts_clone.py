@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..checkpoint.layout import MIMI_FILE, TOKENIZER_FILE
 from ..config import LmConfig
-from .tiny_tts import MODEL_ID, TTS_FILE
+from .tiny_tts import MODEL_ID, TTS_FILE, write_tiny_tts_lm
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +44,7 @@ def tiny_tts_clone_config(text_card: int, card: int, n_q: int) -> dict:
 
 
 def write_tiny_tts_clone_repo(out_dir: str | Path, seed: int = 0) -> Path:
-    import mlx.core as mx
-
-    from ..loading import save_lm
-    from ..models.lm import Lm
-    from .tiny_repo import tiny_mimi_config, write_tokenizer_and_mimi
-
     out = Path(out_dir)
-    mimi_cfg = tiny_mimi_config()
-    vocab = write_tokenizer_and_mimi(out, TOKENIZER_FILE, MIMI_FILE, mimi_cfg, seed)
-    config = tiny_tts_clone_config(vocab, mimi_cfg.quantizer_bins, mimi_cfg.quantizer_n_q)
-    config["mimi"] = mimi_cfg.to_dict()
-    mx.random.seed(seed)
-    lm = Lm(LmConfig.from_dict(config))
-    lm.set_dtype(mx.bfloat16)
-    mx.eval(lm.parameters())
-    save_lm(lm, out, filename=TTS_FILE, config=config)
+    write_tiny_tts_lm(out, seed, tiny_tts_clone_config)
     log.info("wrote tiny voice-cloning TTS model to %s", out)
     return out
