@@ -21,19 +21,14 @@ its length + delay_steps); real CFG without it. Writes tests/golden/data/:
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 from pathlib import Path
 
-import sentencepiece as spm
 import torch
-from moshi.models import loaders
-from moshi.models.tts import StateMachine, TokenIds, TTSModel, script_to_entries
+import tts_golden_common as common
+from make_golden_lm import released_state_dict
+from moshi.models.tts import TokenIds, TTSModel
 from safetensors.numpy import save_file
-
-sys.path.insert(0, str(Path(__file__).parent))
-from make_golden_lm import randomize_extras, released_state_dict  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 SEED = 13
@@ -54,65 +49,31 @@ PREFIX_LEN = [5, 8]
 SETTINGS = dict(delay_steps=3, second_stream_ahead=0, max_padding=8, initial_padding=2,
                 final_padding=4, max_gen_length=100, padding_between=1, text_row_scale=3.0,
                 cfg_coef=2.0)
-CORPUS = [
-    "Hello there, the quick brown fox jumps over the dog.",
-    "Where are you going today? Home, then the market.",
-]
-
-
-def tokenizer(vocab: int) -> spm.SentencePieceProcessor:
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(CORPUS * 8), model_writer=buf, vocab_size=vocab, unk_id=0,
-        bos_id=1, eos_id=2, pad_id=3, num_threads=1, minloglevel=2, model_type="unigram",
-        character_coverage=1.0,
-    )
-    return spm.SentencePieceProcessor(model_proto=buf.getvalue())
 
 
 def run(tts: TTSModel, sp, ids: TokenIds, prefixes: list[torch.Tensor], cfg_coef: float,
         cfg_is_no_prefix: bool = True) -> dict:
     tts.cfg_coef = cfg_coef
-    entries = [script_to_entries(sp, ids, 12.5, s, multi_speaker=False,
-                                 padding_between=SETTINGS["padding_between"]) for s in SCRIPTS]
+    entries = common.script_entries(sp, ids, SCRIPTS, False, SETTINGS["padding_between"])
     # No conditioner: no attributes, as `TTSModel.simple_generate` does for prefix models.
     res = tts.generate(entries, [], prefixes=prefixes, cfg_is_no_prefix=cfg_is_no_prefix)
-    return dict(
-        entries=[[[e.tokens, e.text, e.padding] for e in ent] for ent in entries],
-        text_tokens=res.logged_text_tokens, frames=torch.cat(res.frames, dim=-1).tolist(),
-        end_steps=res.end_steps, consumption_times=res.all_consumption_times,
-        transcripts=res.all_transcripts,
-    )
+    return common.result_record(entries, res)
 
 
 def main() -> None:
-    torch.manual_seed(SEED)
-    kwargs = json.loads(json.dumps(KWARGS))  # the loader mutates nested dicts
-    model = loaders.get_moshi_lm(None, lm_kwargs=kwargs, device="cpu", dtype=torch.float32)
-    randomize_extras(model, SEED)
-    model.eval()
+    model = common.random_lm(KWARGS, SEED)
     weights = {k: v.numpy() for k, v in released_state_dict(model).items()}
     save_file(weights, str(DATA / "tts_clone_weights.safetensors"))
-    rows = [0, 3]
-    with torch.no_grad():
-        model.text_linear.weight[rows] *= SETTINGS["text_row_scale"]
-    sp = tokenizer(KWARGS["text_card"] - 4)
-    ids = TokenIds(model.text_card + 1)
-    machine = StateMachine(ids, second_stream_ahead=SETTINGS["second_stream_ahead"],
-                           max_padding=SETTINGS["max_padding"],
-                           initial_padding=SETTINGS["initial_padding"])
-    tts = TTSModel(lm=model, mimi=None, tokenizer=sp, voice_suffix="", voice_repo="",  # type: ignore
-                   machine=machine, delay_steps=SETTINGS["delay_steps"], temp=0.0,
-                   final_padding=SETTINGS["final_padding"], n_q=model.n_q,
-                   max_gen_length=SETTINGS["max_gen_length"])
+    sp = common.tokenizer(KWARGS["text_card"] - 4)
+    tts, ids = common.greedy_tts(model, sp, SETTINGS)
     g = torch.Generator().manual_seed(SEED + 1)
     prefixes = []
     for n in PREFIX_LEN:  # what `TTSModel.get_prefix` returns: the zero text row, then the codes
         codes = torch.randint(0, KWARGS["card"], (N_Q, n), generator=g)
         prefixes.append(torch.cat([torch.full((1, n), ids.zero), codes]).long())
     out = dict(
-        lm=KWARGS, settings=SETTINGS, scripts=SCRIPTS, text_rows=rows,
-        text_linear_rows=model.text_linear.weight[rows].tolist(),
+        lm=KWARGS, settings=SETTINGS, scripts=SCRIPTS, text_rows=common.TEXT_ROWS,
+        text_linear_rows=model.text_linear.weight[common.TEXT_ROWS].tolist(),
         prefixes=[p.tolist() for p in prefixes],
         plain=run(tts, sp, ids, prefixes, 1.0),
         cfg=run(tts, sp, ids, prefixes, SETTINGS["cfg_coef"]),

@@ -22,17 +22,14 @@ tests/golden/data/:
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from make_golden_lm import released_state_dict
 from moshi.conditioners import ConditionAttributes, TensorCondition
-from moshi.models import loaders
 from safetensors.numpy import save_file
-
-sys.path.insert(0, str(Path(__file__).parent))
-from make_golden_lm import randomize_extras, released_state_dict  # noqa: E402
+from tts_golden_common import random_lm
 
 DATA = Path(__file__).parent / "data"
 SEED = 7
@@ -75,11 +72,7 @@ def codes_with_packed_text(g: torch.Generator) -> torch.Tensor:
 
 
 def main() -> None:
-    torch.manual_seed(SEED)
-    kwargs = json.loads(json.dumps(KWARGS))  # the loader mutates nested dicts
-    model = loaders.get_moshi_lm(None, lm_kwargs=kwargs, device="cpu", dtype=torch.float32)
-    randomize_extras(model, SEED)
-    model.eval()
+    model = random_lm(KWARGS, SEED)
     g = torch.Generator().manual_seed(SEED + 1)
     speakers = [torch.randn(1, n, 12, generator=g) for n in SPEAKER_LEN]
     attrs = [
