@@ -20,7 +20,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-FRAME_MS = 80.0  # one output frame: 1920 samples at 24 kHz (12.5 Hz)
+from ..conversation import FRAME_S
+
+FRAME_MS = FRAME_S * 1e3  # one output frame (1920 samples at 24 kHz)
 
 
 def lag_steps(delay_steps: int, max_delay: int, dropped_frames: int) -> int:
