@@ -136,6 +136,9 @@ def _add_speak_parser(sub) -> None:
     s.add_argument("--max-seconds", type=float, default=600.0, help="stop after this much audio")
     s.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                    help="LM compute dtype")
+    s.add_argument("--quant", choices=["bf16", "q8", "q4"], default=None,
+                   help="quantize the LM at load: q8 (8 bits, group 64) or q4 (4 bits, group 32); "
+                        "bf16 or unset: as stored (a `quantize` output is already quantized)")
 
 
 def cmd_speak(a: argparse.Namespace) -> int:

@@ -206,6 +206,9 @@ def apply_policy(model: nn.Module, policy: ComputePolicy) -> nn.Module:
     from .nn.linear import QuantizedLinear
     from .quant import QUANTIZED_TYPES
 
+    # Arrays shared by several modules (depformer slices of one weight set) stay shared: each
+    # is converted once. The cache holds the originals, so their ids stay unique.
+    done: dict[tuple[int, type], tuple[mx.array, mx.array]] = {}
     for _, m in model.named_modules():
         if isinstance(m, QUANTIZED_TYPES):
             if isinstance(m, QuantizedLinear):
@@ -213,12 +216,17 @@ def apply_policy(model: nn.Module, policy: ComputePolicy) -> nn.Module:
             continue
         new = {}
         for k, v in _own_params(m).items():
-            w = v
-            if policy.dtype is not None and mx.issubdtype(w.dtype, mx.floating):
-                w = w.astype(policy.dtype)
-            if k == "weight" and w.dtype == mx.float32 and (
-                    policy.linear_layout or not isinstance(m, nn.Linear)):
-                w = matmul_layout(m, w)
+            key = (id(v), type(m))
+            if key in done:
+                w = done[key][1]
+            else:
+                w = v
+                if policy.dtype is not None and mx.issubdtype(w.dtype, mx.floating):
+                    w = w.astype(policy.dtype)
+                if k == "weight" and w.dtype == mx.float32 and (
+                        policy.linear_layout or not isinstance(m, nn.Linear)):
+                    w = matmul_layout(m, w)
+                done[key] = (v, w)
             if w is not v:
                 new[k] = w
         if new:

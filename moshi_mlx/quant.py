@@ -1,7 +1,12 @@
 """Quantize Moshi's LM as a spec says, and read the spec back from a checkpoint's tensors.
 
 The spec and its `config.json` block are defined in `moshi_mlx.checkpoint.spec`. Quantizable
-modules are those with `to_quantized` (Linear and Embedding).
+modules are those with `to_quantized` (Linear and Embedding, including the TTS `FactoredEmbedding`
+tables, which `nn.quantize` skips because they have children: `quantize_lm` converts them itself).
+
+`uniform_decisions` is the one rule for "q8" / "q4" at load and in the offline recipes: every
+quantizable module, except the TTS conditioners (`KEEP_FLOAT`) and modules whose input width is not
+a multiple of the group size (MLX cannot quantize them).
 
 Which modules are quantized in a checkpoint is read from the tensors themselves
 (`detect_quantization`: bits = packed width * 32 / in_features, group size = in_features /
@@ -11,10 +16,13 @@ scales width), never from a file name. Quantized embeddings keep PyTorch's zero 
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten, tree_unflatten
 
 from .checkpoint.spec import (
     VALID_BITS,
@@ -26,8 +34,33 @@ from .checkpoint.spec import (
     validate_block,
 )
 
+log = logging.getLogger(__name__)
+
 QUANTIZED_TYPES = (nn.QuantizedLinear, nn.QuantizedEmbedding)
 Spec = Block  # the "quantization" block
+# Presets of `--quant` at load: Kyutai's q8 (group 64) and q4 (group 32) files' parameters.
+PRESETS = {"q8": QParams(8, 64), "q4": QParams(4, 32)}
+# The TTS conditioners (LUT tables, output_proj of the speaker / cfg / control inputs) stay float:
+# they run once per utterance, hold ~0.1% of tts-1.6b's weights, and the cfg LUT is 16 wide (no
+# group size divides it). PyTorch moshi keeps them float32 even in its bf16 checkpoints.
+KEEP_FLOAT = re.compile(r"^condition_provider\.")
+
+
+def uniform_decisions(model: nn.Module, params: QParams) -> Decisions:
+    """Every quantizable module of `model` -> `params`, or None where it stays float (`KEEP_FLOAT`,
+    or an input width that `params.group_size` does not divide: logged)."""
+    out: Decisions = {}
+    for path, m in quantizable_modules(model).items():
+        width = m.weight.shape[-1]
+        if KEEP_FLOAT.match(path):
+            out[path] = None
+        elif width % params.group_size:
+            log.info("%s stays float: its width %d is not a multiple of group size %d",
+                     path, width, params.group_size)
+            out[path] = None
+        else:
+            out[path] = params
+    return out
 
 
 def quantizable_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -102,9 +135,36 @@ def quantize_lm(model: nn.Module, spec: Spec) -> nn.Module:
             )
         return params.as_block()
 
+    # Modules that share one weight array (the depformer slices of one weight set, as mapped
+    # from PyTorch names) keep sharing their quantized arrays: quantized once, not per slice.
+    originals = {p: m.weight for p, m in quantizable_modules(model).items()}
+    # Modules with children (FactoredEmbedding) first: `nn.quantize` only visits leaves, and
+    # their children, carried over unchanged, are then quantized as leaves.
+    leaves = {p for p, _ in tree_flatten(model.leaf_modules(), is_leaf=nn.Module.is_module)}
+    swaps = []
+    for path, m in quantizable_modules(model).items():
+        if path not in leaves and (params := predicate(path, m)):
+            swaps.append((path, m.to_quantized(**params)))
+    if swaps:
+        model.update_modules(tree_unflatten(swaps))
     nn.quantize(model, group_size=int(spec["group_size"]), bits=int(spec["bits"]),
                 class_predicate=predicate)
+    _share_quantized(model, originals)
     return model
+
+
+def _share_quantized(model: nn.Module, originals: dict[str, mx.array]) -> None:
+    """Give modules whose float weights were one array the first one's quantized arrays (the
+    others' are lazy and never evaluated)."""
+    modules = dict(model.named_modules())
+    first: dict[int, nn.Module] = {}
+    for path, w in originals.items():  # `originals` keeps every array alive: ids are unique
+        m = modules[path]
+        if not isinstance(m, QUANTIZED_TYPES):
+            continue
+        src = first.setdefault(id(w), m)
+        if src is not m and (src.bits, src.group_size) == (m.bits, m.group_size):
+            m.update({k: src[k] for k in ("weight", "scales", "biases") if k in src})
 
 
 def check_spec_matches(spec: Spec, detected: Spec | None, model: nn.Module) -> None:

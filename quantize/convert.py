@@ -9,7 +9,12 @@ time: peak memory is about one source tensor plus its converted form, never the 
 Output directory: `config.json` (the source's LM kwargs and hub keys, `moshi_name` naming the
 weights, an mlx-lm `"quantization"` block), the weights (Kyutai's file names for bf16/q8/q4, so
 their `moshi_mlx` loads them; shards plus `model.safetensors.index.json` past `max_shard_bytes`),
-and Mimi and the tokenizer copied from the source.
+and Mimi, the tokenizer and a TTS repository's `voices/` copied from the source (copies, not links:
+the output stands alone).
+
+TTS repositories (Kyutai's layout: `model_type` "tts", the LM in PyTorch or MLX names) convert the
+same way; their conditioners stay float and keep the dtype they are stored in (float32 in Kyutai's
+file), as `cli.py speak --quant` leaves them, so both paths compute with the same tensors.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from moshi_mlx.checkpoint.safetensors_io import load_lazy, nbytes, write_weights
 from moshi_mlx.checkpoint.spec import params_for, with_block
 from moshi_mlx.config import LmConfig, moshi_v0_1
 from moshi_mlx.loading import DTYPES
-from moshi_mlx.quant import quantizable_modules
+from moshi_mlx.quant import KEEP_FLOAT, quantizable_modules
 from moshi_mlx.weights.lm import detect_format, map_lm_torch
 
 from .recipes import QBits, Recipe, kyutai_compatible, plan
@@ -142,7 +147,8 @@ def prepare(source: Source, recipe: Recipe, dtype: str = "bfloat16") -> Plan:
         path = name.rsplit(".", 1)[0]
         q = decisions.get(path) if name.endswith(".weight") else None
         if q is None:
-            tensors[name] = w.astype(out_dtype)
+            keep = KEEP_FLOAT.match(name) and w.dtype == mx.float32
+            tensors[name] = w if keep else w.astype(out_dtype)
             continue
         bits, gs = q
         if scale_dtype == out_dtype:
@@ -178,7 +184,11 @@ def write(
         raise ValueError(f"OUT_DIR {str(out)!r} holds the source weights: choose another directory")
     out.mkdir(parents=True, exist_ok=True)
     compatible = kyutai_compatible(plan.recipe, plan.decisions)
-    if plan.recipe.kyutai_file and not compatible:
+    if plan.cfg.extra.get("model_type") == "tts":
+        compatible = False
+        log.info("a TTS model: Kyutai's moshi_mlx loads only its PyTorch release (and quantizes "
+                 "at load); ours loads this output (`cli.py speak --model-dir`)")
+    elif plan.recipe.kyutai_file and not compatible:
         log.warning("recipe %s: some modules cannot use its group size; Kyutai's moshi_mlx will "
                     "not load this output (ours does)", plan.recipe.name)
     if max_shard_bytes is None and not plan.recipe.kyutai_file:
@@ -194,6 +204,11 @@ def write(
         if src.resolve() != dst.resolve():
             shutil.copy2(src, dst)
         copied[key] = src.name
+        copied_paths.append(dst)
+    for folder in plan.source.folders:
+        dst = out / folder.name
+        if folder.resolve() != dst.resolve():
+            shutil.copytree(folder, dst, dirs_exist_ok=True)
         copied_paths.append(dst)
     weights_name = files[0].name if len(files) == 1 else INDEX_FILE
     cfg_path = out / "config.json"

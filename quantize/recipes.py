@@ -7,7 +7,14 @@ classified from their checkpoint path (Kyutai's MLX key names, see `docs/checkpo
 - `embeddings`: `text_emb`, `audio_embs.{i}`, `depformer.slices.{k}.emb`
 - `heads`:      `text_linear`, `depformer.slices.{k}.linear_out` (the output projections)
 - `depformer`:  everything else under `depformer.` (input projections, attention, gated MLPs)
-- `temporal`:   `transformer.layers.{L}.*` (Helium, ~90% of the 7B parameters)
+- `temporal`:   `transformer.layers.{L}.*` (Helium, ~90% of the 7B parameters; in TTS LMs also
+                their cross-attention and the demuxed text embedding's `text_emb.out1/out2`)
+
+TTS LMs (Kyutai's TTS layout) follow the same groups: the demuxed text table `text_emb` and the
+low-rank depformer tables `depformer.slices.{k}.emb` are embeddings (quantized tables, see
+`moshi_mlx.nn.factored_embedding`), and their `low_rank` Linears are depformer modules. Their
+conditioners (`condition_provider.*`) always stay float (`moshi_mlx.quant.KEEP_FLOAT`, which
+says why), as in the in-memory `--quant` of `cli.py speak`, so both give the same tensors.
 
 The `"quantization"` block (`moshi_mlx.checkpoint.spec`, mlx-lm's convention) lists an explicit
 `false` for every quantizable module left in float, so a reader never has to guess from file names. Plain `q4` (group 32) and `q8` (group 64) quantize every Linear and Embedding, exactly
@@ -22,6 +29,7 @@ from dataclasses import dataclass, replace
 
 from moshi_mlx.checkpoint.layout import LM_FILES
 from moshi_mlx.checkpoint.spec import QParams
+from moshi_mlx.quant import KEEP_FLOAT
 
 GROUPS = ("temporal", "depformer", "embeddings", "heads")
 QBits = QParams | None  # (bits, group_size) or None = keep float
@@ -137,12 +145,12 @@ def plan(recipe: Recipe, modules: Iterable[tuple[str, int]]) -> dict[str, QBits]
     """Per-module decision for `(path, in_features)` pairs of the quantizable modules.
 
     A module whose input size is not a multiple of its group size cannot be quantized by MLX; it
-    stays in float (and is listed as `false` in the config block).
+    stays in float (and is listed as `false` in the config block), as do TTS conditioners.
     """
     out: dict[str, QBits] = {}
     for path, in_features in modules:
         q = recipe.for_group(module_group(path))
-        if q is not None and in_features % q[1] != 0:
+        if q is not None and (in_features % q[1] != 0 or KEEP_FLOAT.match(path)):
             q = None
         out[path] = QParams(*q) if q is not None else None
     return out

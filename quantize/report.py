@@ -1,7 +1,8 @@
 """Quality report of converted checkpoints against their source: size, bits per weight, logit drift.
 
 Metrics, on one probe sequence (seeded random text and audio codes, teacher-forced through
-`lm.forward`, so every position sees the same context in both models):
+`lm.forward`, so every position sees the same context in both models; TTS LMs also get seeded
+conditions, `probe_conditions`):
 
 - `text_kl`, `audio_kl`: mean KL(reference || quantized) in nats per position, of the next-token
   distributions (softmax of the logits, float64). Audio is averaged over Moshi's dep_q codebooks
@@ -93,10 +94,29 @@ def load_for_report(source: Source, dtype: str | None) -> Any:
     return load_lm(files[0], config=source.config, dtype=dtype)
 
 
-def model_logits(source: Source, codes: np.ndarray, dtype: str | None) -> tuple[np.ndarray, ...]:
+def probe_conditions(lm: Any, seed: int) -> Any:
+    """TTS LMs: conditions for the probe (each LUT's first value, a seeded random 10-step input
+    per tensor conditioner, e.g. a voice); None for LMs without conditioners (Moshi)."""
+    if "condition_provider" not in lm:
+        return None
+    from moshi_mlx.nn.conditioners import LutConditioner
+
+    rng = np.random.default_rng(seed)
+    values: dict[str, Any] = {}
+    for name, c in lm.condition_provider.conditioners.items():
+        if isinstance(c, LutConditioner):
+            values[name] = [c.spec.possible_values[0] if c.spec.possible_values else None]
+        else:  # conditioners stay float: output_proj's width is the input dim
+            dim = c.output_proj.weight.shape[-1]
+            values[name] = (mx.array(rng.standard_normal((1, 10, dim)).astype(np.float32)), None)
+    return lm.conditions(values)
+
+
+def model_logits(source: Source, codes: np.ndarray, dtype: str | None,
+                 seed: int = 0) -> tuple[np.ndarray, ...]:
     """(text [1, T, V], audio [dep_q, T, card]) float32 numpy; the model is freed afterwards."""
     lm = load_for_report(source, dtype)
-    text, audio = lm.forward(mx.array(codes))
+    text, audio = lm.forward(mx.array(codes), probe_conditions(lm, seed))
     out = (np.array(text[0].astype(mx.float32)), np.array(audio[0].astype(mx.float32)))
     del lm, text, audio
     gc.collect()
@@ -178,7 +198,7 @@ def build_report(
     ref_size = size_stats(ref_src)
     dt = auto_dtype(ref_size["params"]) if dtype == "auto" else dtype
     codes = probe_codes(cfg, steps, seed)
-    ref_logits = model_logits(ref_src, codes, dt)
+    ref_logits = model_logits(ref_src, codes, dt, seed)
     rows = []
     for m in models:
         src = resolve(m)
@@ -186,7 +206,7 @@ def build_report(
         if stats["params"] != ref_size["params"]:
             raise ValueError(f"{m}: a different model than the reference ({stats['params']} vs "
                              f"{ref_size['params']} weights)")
-        drift = compare_logits(ref_logits, model_logits(src, codes, dt), cfg.delays)
+        drift = compare_logits(ref_logits, model_logits(src, codes, dt, seed), cfg.delays)
         rows.append(ModelReport(Path(str(m)).name, str(m), _recipe_of(src), **stats, **drift))
     return {
         "reference": str(reference), "reference_size_bytes": ref_size["size_bytes"],

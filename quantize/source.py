@@ -8,7 +8,9 @@ Accepted layouts:
   no file; otherwise the v0.1 preset, or `--config`);
 - a Hugging Face repo id, resolved (and downloaded) through `moshi_mlx.hub`.
 
-Mimi and the text tokenizer found beside the weights are listed so they can be copied to the output.
+Mimi and the text tokenizer found beside the weights are listed so they can be copied to the output,
+and so is a `voices/` folder (Kyutai's TTS layout: `tiny_repo --kind tts`, or voices fetched next
+to a TTS model).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Source:
     config: dict[str, Any] | None  # None -> v0.1 preset
     extras: dict[str, Path] = field(default_factory=dict)  # config key -> file to copy
     description: str = ""
+    folders: list[Path] = field(default_factory=list)  # folders to copy (TTS voices/)
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -56,7 +59,8 @@ def _extras(folder: Path, cfg: dict[str, Any] | None) -> dict[str, Path]:
 
 def from_dir(d: Path) -> Source:
     md = resolve_dir(d)
-    return Source(md.lm_files, md.config, _extras(d, md.config), str(d))
+    voices = [d / "voices"] if (d / "voices").is_dir() else []
+    return Source(md.lm_files, md.config, _extras(d, md.config), str(d), folders=voices)
 
 
 def from_file(p: Path) -> Source:

@@ -11,15 +11,22 @@ LM does not use, with Kyutai's MLX parameter names:
   width (r, or D without low rank) to D. With `demux` the `low_rank` Linear exists (it is in the
   checkpoints) but is not applied, exactly as in PyTorch.
 
-Id -1 gives an exact zero vector in every mode (the "zero token"). The table is not quantized by
-`nn.quantize` (this module has children, so it is not a leaf); its Linears are.
+Id -1 gives an exact zero vector in every mode (the "zero token").
+
+Quantization: the table quantizes like any embedding (`to_quantized` -> `QuantizedFactoredEmbedding`:
+`weight` uint32, `scales`, `biases` under the same module path, looked-up rows dequantized, then
+lifted by the same child Linears as in float). `nn.quantize` only visits leaf modules and this one
+has children, so `moshi_mlx.quant.quantize_lm` converts it itself; its Linears are leaves.
 """
 
 from __future__ import annotations
 
-import mlx.core as mx
+from collections.abc import Callable
 
-from .embedding import ScaledEmbedding, _mask_zero, _signed
+import mlx.core as mx
+import mlx.nn as nn
+
+from .embedding import QuantizedScaledEmbedding, ScaledEmbedding, _mask_zero, _signed
 from .linear import Linear
 
 
@@ -38,18 +45,44 @@ class FactoredEmbedding(ScaledEmbedding):
             self.out2 = Linear(width, dims, bias=False)
 
     def __call__(self, ids: mx.array) -> mx.array:
-        ids = _signed(ids)
-        if not self.demux:
-            y = _mask_zero(ids, self.weight[mx.maximum(ids, 0)])
-            return self.low_rank(y) if "low_rank" in self else y
-        n = self.weight.shape[0]
-        packed = mx.maximum(ids, 0)
-        main = packed % n
-        second = packed // n - 1
-        y = self.out1(self.weight[main])
-        y2 = self.out2(self.weight[mx.maximum(second, 0)])
-        y = y + mx.where((second < 0)[..., None], mx.zeros((1,), dtype=y2.dtype), y2)
-        return _mask_zero(ids, y)
+        return _factored(self, self.weight.__getitem__, ids)
 
-    def to_quantized(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
-        raise NotImplementedError("quantize the Linears of a FactoredEmbedding, not its table")
+    def to_quantized(
+        self, group_size: int | None = None, bits: int | None = None, mode: str = "affine",
+        quantize_input: bool = False,
+    ) -> QuantizedFactoredEmbedding:
+        """The table quantized; the child Linears are carried over as they are (they are leaves,
+        which `nn.quantize` converts on its own)."""
+        if quantize_input:
+            raise ValueError("quantized inputs are not supported for embeddings")
+        q = QuantizedFactoredEmbedding.from_embedding(self, group_size, bits, mode=mode)
+        q.demux = self.demux
+        for name in ("low_rank", "out1", "out2"):
+            if name in self:
+                setattr(q, name, self[name])
+        return q
+
+
+class QuantizedFactoredEmbedding(QuantizedScaledEmbedding):
+    """`FactoredEmbedding` whose table is quantized (rows dequantized as they are looked up)."""
+
+    demux = False
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        return _factored(self, lambda i: nn.QuantizedEmbedding.__call__(self, i), ids)
+
+
+def _factored(m: nn.Module, rows: Callable[[mx.array], mx.array], ids: mx.array) -> mx.array:
+    """The module docstring's lookup; `rows(i)` gives the float table rows for ids i >= 0."""
+    ids = _signed(ids)
+    if not m.demux:
+        y = _mask_zero(ids, rows(mx.maximum(ids, 0)))
+        return m.low_rank(y) if "low_rank" in m else y
+    n = m.weight.shape[0]  # rows of the table (packed or not)
+    packed = mx.maximum(ids, 0)
+    main = packed % n
+    second = packed // n - 1
+    y = m.out1(rows(main))
+    y2 = m.out2(rows(mx.maximum(second, 0)))
+    y = y + mx.where((second < 0)[..., None], mx.zeros((1,), dtype=y2.dtype), y2)
+    return _mask_zero(ids, y)

@@ -72,7 +72,7 @@ def run_speak(a: argparse.Namespace) -> int:
 
         check_output_device(a.output_device)  # a bad device fails before the model loads
     text = _text(a)
-    model = load_tts(a.model_dir, dtype=None if a.dtype == "auto" else a.dtype)
+    model = load_tts(a.model_dir, dtype=None if a.dtype == "auto" else a.dtype, quant=a.quant)
     voice = _voice(model, a.voice)
     text_sampler = Sampler(a.temp, top_k=25) if a.temp > 0 else Sampler(0.0)
     audio_sampler = Sampler(a.temp, top_k=250) if a.temp > 0 else Sampler(0.0)

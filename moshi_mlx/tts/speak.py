@@ -1,8 +1,9 @@
 """Text to speech with a Kyutai TTS repository: load it, stream text in, stream 24 kHz audio out.
 
-`load_tts(model_dir)` reads `config.json` (`moshi_name`, `mimi_name`, `tokenizer_name`,
-`tts_config`, `model_id`) and loads the LM, Mimi (as many codebooks as the LM generates) and the
-tokenizer. `speak(model, text, voice)` runs `TtsGen` with the state machine settings of PyTorch
+`load_tts(model_dir, quant=None)` reads `config.json` (`moshi_name`, `mimi_name`,
+`tokenizer_name`, `tts_config`, `model_id`) and loads the LM (strictly; quantized at load with
+`quant` "q8" / "q4", see `moshi_mlx.tts.quant`; a quantized repository from `cli.py quantize`
+needs no `quant`), Mimi (as many codebooks as the LM generates) and the tokenizer. `speak(model, text, voice)` runs `TtsGen` with the state machine settings of PyTorch
 moshi's `TTSModel` (initial_padding 2, max_padding 8, one forced pad between words as in its
 `simple_generate`, final_padding 4) and decodes each frame with Mimi as soon as its audio is
 complete, calling `on_audio(pcm)` with 1920 samples at a time.
@@ -71,23 +72,31 @@ class TtsModel:
                             max_padding=MAX_PADDING, initial_padding=INITIAL_PADDING)
 
 
-def load_tts(model_dir: str | Path, dtype: str | None = None) -> TtsModel:
-    """A TTS repository directory (Kyutai's layout, or `tiny_repo --kind tts`)."""
+def load_tts(model_dir: str | Path, dtype: str | None = None,
+             quant: str | None = None) -> TtsModel:
+    """A TTS repository directory (Kyutai's layout, `tiny_repo --kind tts`, or a `cli.py
+    quantize` output); `quant` "q8" / "q4" quantizes a float LM at load (None, "bf16": as stored)."""
     from ..codec import load_mimi
     from ..loading import load_lm
     from ..tokenizer import TextTokenizer
+    from .quant import check_quant, quantize_tts_lm
 
     d = Path(model_dir)
     cfg_file = d / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{d}: no config.json (not a TTS model directory)")
     config = json.loads(cfg_file.read_text())
+    check_quant(quant)
     if config.get("model_type") != "tts" or "tts_config" not in config:
         raise ValueError(f"{cfg_file}: not a TTS model (model_type {config.get('model_type')!r})")
     for key in ("moshi_name", "mimi_name", "tokenizer_name"):
         if not (d / config.get(key, "")).is_file():
             raise FileNotFoundError(f"{d}: {key} {config.get(key)!r} is missing")
-    lm = load_lm(d / config["moshi_name"], dtype=dtype)
+    if quant in (None, "bf16"):
+        lm = load_lm(d / config["moshi_name"], dtype=dtype)
+    else:  # quantized from the stored weights, then the compute policy (moshi_mlx.tts.quant)
+        lm = load_lm(d / config["moshi_name"], dtype="stored")
+        quantize_tts_lm(lm, quant, dtype)
     codec = load_mimi(d / config["mimi_name"], num_codebooks=lm.cfg.n_q)
     return TtsModel(lm, codec, TextTokenizer(d / config["tokenizer_name"]), config, d)
 
