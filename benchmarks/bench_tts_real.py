@@ -78,24 +78,27 @@ def quantize_like_kyutai(lm: Any, bits: int) -> int:
     return len(picked)
 
 
-def worker(repo: str, quant: str, steps: int, seed: int, text: str, dtype: str) -> dict[str, Any]:
-    """Our side, in this process (module docstring)."""
+def worker(repo: str, quant: str, steps: int, seed: int, text: str, dtype: str,
+           modules: str = "ours") -> dict[str, Any]:
+    """Our side, in this process (module docstring). `modules` (q8/q4): "ours" = `load_tts(...,
+    quant=)` (`moshi_mlx.tts.quant`), "kyutai" = `quantize_like_kyutai` (group 64)."""
     import resource
 
     import mlx.core as mx
 
     from moshi_mlx.compute import apply_policy, decide_policy
+    from moshi_mlx.quant import quantized_modules
     from moshi_mlx.tts.generate import TtsGen
     from moshi_mlx.tts.speak import find_voice, load_tts, speak
 
     t0 = time.perf_counter()
-    if BITS[quant] is None:
-        model = load_tts(repo, dtype=dtype)
-        n_quant = 0
+    if BITS[quant] is None or modules == "ours":
+        model = load_tts(repo, dtype=dtype, quant=quant)
     else:
         model = load_tts(repo, dtype="stored")
-        n_quant = quantize_like_kyutai(model.lm, BITS[quant])
+        quantize_like_kyutai(model.lm, BITS[quant])
         apply_policy(model.lm, decide_policy(dtype, model.lm))
+    n_quant = len(quantized_modules(model.lm))
     mx.eval(model.lm.parameters())
     load_s = time.perf_counter() - t0
     act = model.lm.act_dtype
@@ -112,6 +115,7 @@ def worker(repo: str, quant: str, steps: int, seed: int, text: str, dtype: str) 
         s = time.perf_counter()
         out = step(self, *args, **kwargs)  # returns host ints: already evaluated
         step_s.append(time.perf_counter() - s)
+        print(f"step {len(step_s)}: {step_s[-1]:.2f} s", file=sys.stderr, flush=True)
         return out
 
     def timed_decode(*args: Any, **kwargs: Any) -> Any:
@@ -136,6 +140,7 @@ def worker(repo: str, quant: str, steps: int, seed: int, text: str, dtype: str) 
     return {
         "impl": "ours", "quant": quant, "activations": str(act or "as stored").replace(
             "mlx.core.", ""), "dtype_flag": dtype, "quantized_modules": n_quant,
+        "quant_modules": modules if BITS[quant] else None,
         "load_s": load_s, "steps": len(step_s), "wall_s": wall,
         "first_audio_s": first[0] if first else None,
         "first_audio_step": first[1] if first else None,
@@ -158,7 +163,8 @@ def run_side(cmd: list[str], openblas: bool, timeout: float) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE, env=env)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as e:
+        log.info("stderr so far: %s", (e.stderr or b"")[-400:])
         return {"error": f"timed out after {timeout:.0f} s"}
     if p.returncode != 0:
         return {"error": " ".join((p.stderr or p.stdout).strip().splitlines()[-1:])}
@@ -167,16 +173,26 @@ def run_side(cmd: list[str], openblas: bool, timeout: float) -> dict[str, Any]:
     return out
 
 
-def summarize(r: dict[str, Any]) -> dict[str, Any]:
-    """Medians: LM ms per step before / from the first frame, Mimi ms per frame, steady RTF."""
+def summarize(r: dict[str, Any], mimi_ms: float | None = None) -> dict[str, Any]:
+    """Medians: LM ms per step before / from the first frame, Mimi ms per frame, steady RTF.
+    A run stopped before its first frame (`--kyutai-quant-steps`) takes its steady LM time
+    from every step but the first (Kyutai's depformer runs at every step) and `mimi_ms` (the
+    same implementation's Mimi, measured in an earlier row; flagged `mimi_borrowed`)."""
     if "error" in r:
         return r
-    k = r["first_audio_step"] or len(r["step_ms"])
-    early, steady = r["step_ms"][: k - 1], r["step_ms"][k - 1:]
+    steps, k = r["step_ms"], r["first_audio_step"]
+    early, steady = (steps[: k - 1], steps[k - 1 :]) if k else ([], steps[1:])
     lm = median(steady) if steady else None
-    mimi = median(r["mimi_ms"]) if r["mimi_ms"] else None
+    own = median(r["mimi_ms"]) if r["mimi_ms"] else None
+    mimi = own if own is not None else mimi_ms
     return dict(r, lm_ms_delay=median(early) if early else None, lm_ms=lm, mimi_ms_med=mimi,
+                mimi_borrowed=own is None and mimi is not None,
                 rtf=(lm + mimi) / 80 if lm is not None and mimi is not None else None)
+
+
+def _brief(r: dict[str, Any]) -> dict[str, Any]:
+    keys = ("first_audio_s", "lm_ms", "mimi_ms_med", "rtf", "peak_mem_mb", "error")
+    return {k: r.get(k) for k in keys if k in r}
 
 
 def _f(x: float | None, fmt: str) -> str:
@@ -189,14 +205,22 @@ def table(rows: list[dict[str, Any]]) -> str:
              "| MLX peak GB | max RSS GB | load s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        name = f"{r.get('impl', '?')} | {r.get('quant', '?')} | {r.get('activations', '?')}"
+        weights = r.get("quant", "?")
+        if r.get("quant_modules") == "kyutai" or (r.get("impl") == "kyutai" and weights != "bf16"):
+            weights += " (Kyutai's modules, g64)"
+        elif r.get("quant_modules") == "ours":
+            weights += f" (ours, {r['quantized_modules']} modules)"
+        name = f"{r.get('impl', '?')} | {weights} | {r.get('activations', '?')}"
         if "error" in r:
             lines.append(f"| {name} | error: {r['error']} |||||||||")
             continue
+        first = (f"{r['first_audio_s']:.1f} ({r['first_audio_step']})" if r["first_audio_step"]
+                 else f"not reached in {r['steps']} steps")
+        mimi = _f(r["mimi_ms_med"], ".0f") + (" *" if r.get("mimi_borrowed") else "")
         lines.append(
-            f"| {name} | {_f(r['first_audio_s'], '.1f')} ({r['first_audio_step']}) "
+            f"| {name} | {first} "
             f"| {_f(r.get('first_delivered_s'), '.1f')} | {_f(r['lm_ms_delay'], '.0f')} "
-            f"| {_f(r['lm_ms'], '.0f')} | {_f(r['mimi_ms_med'], '.0f')} | {_f(r['rtf'], '.1f')} "
+            f"| {_f(r['lm_ms'], '.0f')} | {mimi} | {_f(r['rtf'], '.1f')} "
             f"| {r['peak_mem_mb'] / 1e3:.2f} | {r['max_rss_mb'] / 1e3:.2f} | {r['load_s']:.0f} |")
     return "\n".join(lines)
 
@@ -206,42 +230,57 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repo", type=Path, required=True, help="TTS repo (written if missing)")
     ap.add_argument("--quants", default="bf16,q8,q4")
     ap.add_argument("--ours-dtypes", default="auto", help="comma list: auto, bfloat16, float32")
+    ap.add_argument("--ours-modules", default="ours",
+                    help="q8/q4 rows of ours, comma list: ours (load_tts quant=), kyutai "
+                         "(Kyutai's run_tts.py module choice, group 64)")
     ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--kyutai-quant-steps", type=int,
+                    help="steps for Kyutai's q8/q4 rows (default --steps): their bf16-input "
+                         "quantized matmuls are slow on a CPU; fewer steps give their LM step "
+                         "time without reaching audio (Mimi time then from their bf16 row, *)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--text", default=TEXT)
     ap.add_argument("--timeout", type=float, default=1800, help="per process, seconds")
     ap.add_argument("--no-kyutai", action="store_true")
     ap.add_argument("--out", type=Path, help="markdown file (and .json beside it)")
-    ap.add_argument("--worker", nargs=2, metavar=("QUANT", "DTYPE"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=3, metavar=("QUANT", "DTYPE", "MODULES"),
+                    help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
-        print(json.dumps(worker(str(a.repo), a.worker[0], a.steps, a.seed, a.text, a.worker[1])))
+        print(json.dumps(worker(str(a.repo), a.worker[0], a.steps, a.seed, a.text, *a.worker[1:])))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not (a.repo / "config.json").is_file():
         log.info("writing a random real-shape TTS repo to %s", a.repo)
         subprocess.run([sys.executable, "-m", "moshi_mlx.testing.real_tts", str(a.repo),
                         "--seed", str(a.seed)], check=True)
-    common = ["--steps", str(a.steps), "--seed", str(a.seed), "--text", a.text]
+    common = ["--seed", str(a.seed), "--text", a.text]
     rows = []
+    mimi: dict[str, float] = {}  # per implementation, from its first row with audio
     for q in a.quants.split(","):
         for dtype in a.ours_dtypes.split(","):
-            r = run_side([sys.executable, __file__, "--repo", str(a.repo), "--worker", q, dtype,
-                          *common], True, a.timeout)
-            rows.append(summarize(dict(r, impl="ours", quant=q) if "error" in r else r))
-            log.info("ours %s %s: %s", q, dtype, {k: rows[-1].get(k) for k in (
-                "first_audio_s", "lm_ms", "mimi_ms_med", "rtf", "peak_mem_mb", "error")})
+            for mods in a.ours_modules.split(",") if BITS[q] else ["-"]:
+                r = run_side([sys.executable, __file__, "--repo", str(a.repo), "--worker", q,
+                              dtype, mods, "--steps", str(a.steps), *common], True, a.timeout)
+                rows.append(summarize(dict(r, impl="ours", quant=q) if "error" in r else r,
+                                      mimi.get("ours")))
+                log.info("ours %s %s %s: %s", q, dtype, mods, _brief(rows[-1]))
         if KYUTAI_PY and not a.no_kyutai:
+            steps = a.steps if BITS[q] is None else (a.kyutai_quant_steps or a.steps)
             r = run_side([KYUTAI_PY, str(HERE / "kyutai_tts.py"), str(a.repo), "--quant", q,
-                          *common], False, a.timeout)
-            rows.append(summarize(dict(r, impl="kyutai", quant=q) if "error" in r else r))
-            log.info("kyutai %s: %s", q, {k: rows[-1].get(k) for k in (
-                "first_audio_s", "lm_ms", "mimi_ms_med", "rtf", "peak_mem_mb", "error")})
+                          "--steps", str(steps), *common], False, a.timeout)
+            rows.append(summarize(dict(r, impl="kyutai", quant=q) if "error" in r else r,
+                                  mimi.get("kyutai")))
+            log.info("kyutai %s: %s", q, _brief(rows[-1]))
+        for r in rows:
+            if r.get("mimi_ms") and not r.get("mimi_borrowed"):
+                mimi.setdefault(r["impl"], r["mimi_ms_med"])
     versions = {r["impl"]: r.get("mlx") for r in rows if "mlx" in r}
     head = (f"{platform.platform()}, {os.cpu_count()} CPUs, MLX CPU backend; mlx: ours "
             f"{versions.get('ours')}, Kyutai's env {versions.get('kyutai')}; {a.steps} steps, "
             f"seed {a.seed}; command: python benchmarks/bench_tts_real.py --quants {a.quants} "
-            f"--ours-dtypes {a.ours_dtypes} --steps {a.steps}")
+            f"--ours-dtypes {a.ours_dtypes} --ours-modules {a.ours_modules} --steps {a.steps}"
+            f" --kyutai-quant-steps {a.kyutai_quant_steps or a.steps}")
     text = head + "\n\n" + table(rows) + "\n"
     print(text)
     if a.out:

@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             out = super().step(*args, **kwargs)
             mx.eval(out)
             step_s.append(time.perf_counter() - s)
+            print(f"step {len(step_s)}: {step_s[-1]:.2f} s", file=sys.stderr, flush=True)
             return out
 
     kyutai_tts.LmGen = TimedLmGen

@@ -1,6 +1,7 @@
 """Write a random TTS repository at the real shape of `kyutai/tts-1.6b-en_fr`, for benchmarks.
 
     python -m moshi_mlx.testing.real_tts OUT_DIR [--seed N]    # ~3.8 GB, about a minute
+    python -m moshi_mlx.testing.real_tts OUT_DIR --small       # small LM, real Mimi (smoke runs)
 
 The LM checkpoint is written as the released one is (docs/tts.md): PyTorch key names (418
 tensors), bf16 except the 8 conditioner tensors in float32, the depformer's per-set attention
@@ -73,16 +74,18 @@ VOICE_NAME = "random"
 Shapes = dict[str, tuple[tuple[int, ...], str]]
 
 
-def small_config(n_q: int = 8, card: int = 128, text_card: int = 128) -> dict[str, Any]:
-    """The real config.json scaled down (dim 64, 2 + 2 layers, low rank 16, 5 weight sets), every
-    feature kept: for tests and quick smoke runs of the benchmark."""
+def small_config(n_q: int = 8, card: int = 128, text_card: int = 128,
+                 dim: int = 64) -> dict[str, Any]:
+    """The real config.json scaled down (2 + 2 layers, depformer dim 64, low rank 64, 5 weight
+    sets), every feature kept: for tests and quick smoke runs of the benchmark (dim 256: every
+    width a multiple of 64, as Kyutai's quantization needs; its config keeps hidden_scale)."""
     cfg = copy.deepcopy(REAL_CONFIG)
     cfg.update(
-        dim=64, num_heads=4, num_layers=2, context=50, card=card, n_q=n_q, dep_q=n_q,
+        dim=dim, num_heads=4, num_layers=2, context=50, card=card, n_q=n_q, dep_q=n_q,
         text_card=text_card, delays=[0, 0] + [2] * (n_q - 1), depformer_dim=64,
         depformer_num_heads=4, depformer_num_layers=2, depformer_dim_feedforward=192,
         depformer_weights_per_step_schedule=list(range(4)) + [4] * (n_q - 4),
-        depformer_low_rank_embeddings=16,
+        depformer_low_rank_embeddings=64,  # group 64 divides it (Kyutai quantizes the tables)
     )
     cfg["conditioners"]["speaker_wavs"]["tensor"]["dim"] = 32
     cfg["conditioners"]["control"]["lut"]["dim"] = 64
@@ -239,10 +242,12 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.splitlines()[0])
     p.add_argument("out_dir")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--small", action="store_true",
+                   help="small_config(n_q=32, card=2048, dim=256) with the real-size Mimi")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        write_real_tts_repo(a.out_dir, a.seed)
+        write_real_tts_repo(a.out_dir, a.seed, small_config(32, 2048, dim=256) if a.small else None)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
