@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repo", type=Path, required=True, help="TTS repo (written if missing)")
     ap.add_argument("--quants", default="bf16,q8,q4")
     ap.add_argument("--ours-dtypes", default="auto", help="comma list: auto, bfloat16, float32")
+    ap.add_argument("--ours-quant-dtypes", help="--ours-dtypes for the q8/q4 rows (default: same)")
     ap.add_argument("--ours-modules", default="ours",
                     help="q8/q4 rows of ours, comma list: ours (load_tts quant=), kyutai "
                          "(Kyutai's run_tts.py module choice, group 64)")
@@ -258,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     mimi: dict[str, float] = {}  # per implementation, from its first row with audio
     for q in a.quants.split(","):
-        for dtype in a.ours_dtypes.split(","):
+        dtypes = a.ours_dtypes if BITS[q] is None else (a.ours_quant_dtypes or a.ours_dtypes)
+        for dtype in dtypes.split(","):
             for mods in a.ours_modules.split(",") if BITS[q] else ["-"]:
                 r = run_side([sys.executable, __file__, "--repo", str(a.repo), "--worker", q,
                               dtype, mods, "--steps", str(a.steps), *common], True, a.timeout)
@@ -279,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     head = (f"{platform.platform()}, {os.cpu_count()} CPUs, MLX CPU backend; mlx: ours "
             f"{versions.get('ours')}, Kyutai's env {versions.get('kyutai')}; {a.steps} steps, "
             f"seed {a.seed}; command: python benchmarks/bench_tts_real.py --quants {a.quants} "
-            f"--ours-dtypes {a.ours_dtypes} --ours-modules {a.ours_modules} --steps {a.steps}"
+            f"--ours-dtypes {a.ours_dtypes} --ours-quant-dtypes {a.ours_quant_dtypes or a.ours_dtypes} "
+            f"--ours-modules {a.ours_modules} --steps {a.steps}"
             f" --kyutai-quant-steps {a.kyutai_quant_steps or a.steps}")
     text = head + "\n\n" + table(rows) + "\n"
     print(text)
