@@ -5,7 +5,8 @@ nothing.
     python benchmarks/bench_tts.py --model-dir DIR [--text "..."] [--repeat 2]
 
 Use a model from `python -m moshi_mlx.testing.tiny_repo DIR --kind tts` for the pipeline's
-overhead, or the real `kyutai/tts-1.6b-en_fr` directory on a Mac.
+overhead, or the real `kyutai/tts-1.6b-en_fr` directory on a Mac. At the real shape against
+Kyutai's `moshi_mlx` (random weights, bf16 / q8 / q4): `benchmarks/bench_tts_real.py`.
 """
 
 from __future__ import annotations
