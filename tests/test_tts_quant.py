@@ -164,6 +164,27 @@ def test_quantized_factored_embedding_looks_up_dequantized_rows(demux, low_rank)
     assert not mx.allclose(got, emb(ids), atol=1e-4).item()
 
 
+@pytest.mark.parametrize("bits, group", [(8, 64), (4, 32)])
+def test_quantized_cross_attention_projects_only_the_rows_it_needs(bits, group):
+    """A quantized cross-attention: the step's query uses the q rows of in_proj alone and the
+    source's keys / values go through the dequantized k, v rows (one float matmul, once per
+    stream); both equal the full quantized layer's output restricted to those rows."""
+    from moshi_mlx.nn.cross_attention import CrossAttention
+
+    D = 128
+    layer = CrossAttention(D, num_heads=4)
+    nn.quantize(layer, group_size=group, bits=bits)
+    assert isinstance(layer.in_proj, QuantizedLinear)
+    x = mx.random.normal((2, 1, D), key=mx.random.key(0))
+    src = mx.random.normal((2, 30, D), key=mx.random.key(1))
+    full_x, full_src = layer.in_proj(x), layer.in_proj(src)
+    np.testing.assert_allclose(np.array(layer._project(x, slice(None, D))),
+                               np.array(full_x[..., :D]), rtol=1e-5, atol=1e-5)
+    k, v = layer.kv(src)
+    kv = mx.concatenate([a.transpose(0, 2, 1, 3).reshape(2, 30, D) for a in (k, v)], axis=-1)
+    np.testing.assert_allclose(np.array(kv), np.array(full_src[..., D:]), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("quant", ["q8", "q4"])
 def test_real_tts_shape_quantizes_every_module(quant):
     """tts-1.6b-en_fr's module tree (built lazily, never evaluated): the group size divides every

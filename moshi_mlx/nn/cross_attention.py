@@ -35,24 +35,32 @@ class CrossAttention(nn.Module):
         self.in_proj = Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = Linear(d_model, d_model, bias=False)
 
+    def _project(self, x: mx.array, rows: slice, dequantize: bool = False) -> mx.array:
+        """x @ in_proj[rows].T for a float or quantized in_proj (only the rows asked for)."""
+        p = self.in_proj
+        if "scales" not in p:
+            return x @ p.weight[rows].T.astype(x.dtype)
+        w, scales, biases = p.weight[rows], p.scales[rows], p.biases[rows]
+        if dequantize:
+            w = mx.dequantize(w, scales, biases, group_size=p.group_size, bits=p.bits)
+            return x @ w.T.astype(x.dtype)
+        dt = getattr(p, "input_dtype", None) or x.dtype
+        out = mx.quantized_matmul(x.astype(dt), w, scales, biases, transpose=True,
+                                  group_size=p.group_size, bits=p.bits)
+        return out.astype(x.dtype)
+
     def kv(self, src: mx.array) -> CrossKV:
-        """Source [B, S, D] -> its keys and values (the k and v rows of in_proj)."""
+        """Source [B, S, D] -> its keys and values (the k and v rows of in_proj). A quantized
+        in_proj is dequantized for this once-per-stream product of many rows: MLX's CPU
+        quantized kernel is far slower there than one float matmul (benchmarks/results/tts.md)."""
         B, S, D = src.shape
-        w = self.in_proj.weight
-        if "scales" in self.in_proj:
-            # A quantized in_proj: use the layer itself and keep the k | v part.
-            kv = self.in_proj(src)[..., D:]
-        else:
-            kv = src @ w[D:].T.astype(src.dtype)
+        kv = self._project(src, slice(D, None), dequantize=True)
         kv = kv.reshape(B, S, 2, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         return kv[0], kv[1]
 
     def __call__(self, x: mx.array, kv: CrossKV) -> mx.array:
         B, T, D = x.shape
-        if "scales" in self.in_proj:
-            q = self.in_proj(x)[..., :D]
-        else:
-            q = x @ self.in_proj.weight[:D].T.astype(x.dtype)
+        q = self._project(x, slice(None, D))  # the q rows only (k, v come from the source)
         q = q.reshape(B, T, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
         k, v = kv
         if k.shape[0] != B:
