@@ -9,8 +9,10 @@ audio on a CPU (`benchmarks/results/tts.md`); its cost depends on how the weight
     python benchmarks/bench_tts_prefill.py [--rows 625] [--repeat 2]
 
 float32 through BLAS (our CPU compute policy for float weights), bf16 x bf16 (Kyutai's), and
-MLX's quantized matmul (q8 group 64, q4 group 32) with float32 inputs (ours on a CPU) or bf16 ones
-(Kyutai's; they keep the cross-attention in bf16, so this row is for reference).
+MLX's quantized matmul (q8 group 64, q4 group 32) with float32 inputs (our step-time path on a
+CPU) or bf16 ones (Kyutai's; they keep the cross-attention in bf16, so this row is for
+reference), and the weight dequantized then one float32 matmul (what `CrossAttention.kv` does
+with a quantized in_proj, dequantization included).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=625, help="voice positions (5 slots x 125)")
     p.add_argument("--dim", type=int, default=2048)
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--no-bf16-input", action="store_true",
+                   help="skip the quantized bf16-input rows (minutes per call)")
     a = p.parse_args()
     mx.random.seed(0)
     x = mx.random.normal((a.rows, a.dim))
@@ -62,8 +66,12 @@ def main() -> None:
         bf16_in = partial(mx.quantized_matmul, xb, q, s, b, transpose=True, group_size=group,
                           bits=bits)
         out[f"{name}, float32 input"] = seconds(f32_in, a.repeat)
-        # Minutes per call: one cold call is enough to see the order of magnitude.
-        out[f"{name}, bf16 input"] = seconds(bf16_in, 1, warm=False)
+        deq = partial(lambda q, s, b, g, n: x @ mx.dequantize(q, s, b, group_size=g, bits=n).T,
+                      q, s32, b32, group, bits)
+        out[f"{name}, dequantized"] = seconds(deq, a.repeat)
+        if not a.no_bf16_input:
+            # Minutes per call: one cold call is enough to see the order of magnitude.
+            out[f"{name}, bf16 input"] = seconds(bf16_in, 1, warm=False)
     for k, v in out.items():
         print(f"{k:24s} {v:8.2f} s per layer, x16 layers = {16 * v:7.1f} s")
     print(json.dumps({"rows": a.rows, "dim": a.dim, "mlx": mx.__version__,
