@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -23,34 +24,10 @@ from moshi.models import loaders
 
 OUT = Path(__file__).parent / "data" / "tts_1.6b_manifest.json"
 
-CONFIG = {
-    "card": 2048, "n_q": 32, "dep_q": 32, "delays": [0, 0] + [2] * 31, "dim": 2048,
-    "text_card": 8000, "existing_text_padding_id": 3, "num_heads": 16, "num_layers": 16,
-    "hidden_scale": 4.125, "causal": True, "layer_scale": None, "context": 500,
-    "max_period": 10000, "gating": "silu", "norm": "rms_norm_f32", "positional_embedding": "rope",
-    "depformer_dim": 1024, "depformer_num_heads": 16, "depformer_num_layers": 4,
-    "depformer_dim_feedforward": 3072, "depformer_multi_linear": True, "depformer_pos_emb": "none",
-    "depformer_weights_per_step": True,
-    "depformer_weights_per_step_schedule": list(range(8)) + [8] * 8 + [9] * 8 + [10] * 8,
-    "depformer_low_rank_embeddings": 128, "demux_second_stream": True, "text_card_out": None,
-    "cross_attention": True,
-    "conditioners": {
-        "speaker_wavs": {"type": "tensor", "tensor": {"dim": 512}},
-        "cfg": {"type": "lut", "lut": {"n_bins": 7, "dim": 16, "tokenizer": "noop",
-                                       "possible_values": ["1.0", "1.5", "2.0", "2.5", "3.0",
-                                                           "3.5", "4.0"]}},
-        "control": {"type": "lut", "lut": {"dim": 2048, "n_bins": 1, "tokenizer": "noop",
-                                           "possible_values": ["ok"]}},
-    },
-    "fuser": {"cross_attention_pos_emb": True, "cross_attention_pos_emb_scale": 1,
-              "sum": ["control", "cfg"], "prepend": [], "cross": ["speaker_wavs"]},
-    "tts_config": {"audio_delay": 1.28, "second_stream_ahead": 2},
-    "model_id": {"sig": "1e68beda", "epoch": 240},
-    "tokenizer_name": "tokenizer_spm_8k_en_fr_audio.model",
-    "mimi_name": "tokenizer-e351c8d8-checkpoint125.safetensors",
-    "moshi_name": "dsm_tts_1e68beda@240.safetensors",
-    "model_type": "tts", "lm_gen_config": {"temp": 0.6, "text_temp": 0.6},
-}
+# The released config.json, declared once in the package (pure Python, no MLX import).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from moshi_mlx.testing.real_tts import REAL_CONFIG as CONFIG  # noqa: E402
+
 # Keys moshi's `CheckpointInfo` keeps for itself (not LM kwargs).
 HUB = ("tts_config", "model_id", "tokenizer_name", "mimi_name", "moshi_name", "model_type",
        "lm_gen_config")
