@@ -52,6 +52,11 @@ class Sampler:
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p}")
 
+    @classmethod
+    def from_flags(cls, temp: float, top_k: int = 0) -> Sampler:
+        """The command lines' convention: top-k 0 means no top-k."""
+        return cls(temp, top_k=top_k or None)
+
     @property
     def greedy(self) -> bool:
         return self.temp == 0

@@ -353,3 +353,12 @@ def assert_tts_matches(res: Any, want: dict[str, Any]) -> None:
     assert res.end_steps == want["end_steps"]
     assert res.consumption_times == want["consumption_times"]
     assert [[list(w) for w in tr] for tr in res.transcripts] == want["transcripts"]
+
+
+def row_index_views(torch_manifest: dict) -> dict:
+    """Zero-stride arrays of a manifest's shapes carrying their row index in every column: a
+    key map applied to them shows which chunk of which tensor goes where, without weights."""
+    import numpy as np
+
+    return {k: np.broadcast_to(np.arange(s[0], dtype=np.float32).reshape(-1, *[1] * (len(s) - 1)), s)
+            for k, (s, _) in torch_manifest.items()}

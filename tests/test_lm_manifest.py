@@ -25,6 +25,7 @@ from moshi_mlx.loading import check_weights, resolve_config
 from moshi_mlx.models.lm import Lm
 from moshi_mlx.quant import detect_quantization, quantize_lm
 from moshi_mlx.weights.lm import detect_format, map_lm_torch
+from tests.helpers import row_index_views
 
 MANIFEST = Path(__file__).parent / "golden" / "data" / "lm_7b_manifest.json.gz"
 MX_DTYPES = {"bfloat16": mx.bfloat16, "uint32": mx.uint32}
@@ -79,9 +80,7 @@ def test_mlx_release_loads_strictly(manifest, name, spec):
 
 def test_torch_release_maps_onto_the_7b(manifest):
     cfg = moshi_v0_1()
-    # Zero-stride views carrying their row index in every column: checks which chunk goes where.
-    views = {k: np.broadcast_to(np.arange(s[0], dtype=np.float32).reshape(-1, *[1] * (len(s) - 1)), s)
-             for k, (s, _) in manifest["torch"].items()}
+    views = row_index_views(manifest["torch"])  # which chunk goes where
     assert detect_format(views) == "torch"
     mapped = map_lm_torch(views, cfg)
     model = Lm(cfg)

@@ -21,6 +21,7 @@ from moshi_mlx.config import LmConfig
 from moshi_mlx.loading import check_weights
 from moshi_mlx.models.lm import Lm
 from moshi_mlx.weights.lm import detect_format, map_lm_torch
+from tests.helpers import row_index_views
 
 MANIFEST = Path(__file__).parent / "golden" / "data" / "tts_1.6b_manifest.json"
 MX_DTYPES = {"bfloat16": mx.bfloat16, "float32": mx.float32}
@@ -50,9 +51,7 @@ def test_config_parses(manifest):
 
 def test_torch_release_maps_onto_the_model(manifest):
     cfg = LmConfig.from_dict(manifest["config"])
-    # Zero-stride views carrying their row index in every column: checks which chunk goes where.
-    views = {k: np.broadcast_to(np.arange(s[0], dtype=np.float32).reshape(-1, *[1] * (len(s) - 1)), s)
-             for k, (s, _) in manifest["torch"].items()}
+    views = row_index_views(manifest["torch"])  # which chunk goes where
     assert detect_format(views) == "torch"
     mapped = map_lm_torch(views, cfg)
     model = Lm(cfg)

@@ -70,8 +70,8 @@ class Model:
         from ..sampling import Sampler
 
         s = self.settings
-        gen = LmGen(self.lm, text_sampler=Sampler(s.text_temp, top_k=s.text_top_k or None),
-                    audio_sampler=Sampler(s.audio_temp, top_k=s.audio_top_k or None), seed=s.seed)
+        gen = LmGen(self.lm, text_sampler=Sampler.from_flags(s.text_temp, s.text_top_k),
+                    audio_sampler=Sampler.from_flags(s.audio_temp, s.audio_top_k), seed=s.seed)
         schedule = "serial" if s.schedule == "auto" else s.schedule
         return Conversation(gen, self.mimi, self.tokenizer, schedule=schedule)
 

@@ -137,7 +137,7 @@ class Transcriber:
                 precision = quant
         info = dict(m.describe(), precision=precision, stt_config=stt.to_dict(),
                     vad_heads=len(m.lm.extra_heads))
-        return cls(m.lm, m.mimi, m.tokenizer, stt, Sampler(temp, top_k=top_k or None),
+        return cls(m.lm, m.mimi, m.tokenizer, stt, Sampler.from_flags(temp, top_k),
                    seed, info)
 
     def session(self, batch_size: int = 1) -> SttSession:

@@ -89,11 +89,8 @@ def _samplers(a: argparse.Namespace, model: TtsModel) -> tuple[Sampler, Sampler]
         text_temp = float(gen.get("text_temp", TTS_TEXT.temp))
     if audio_temp is None:
         audio_temp = float(gen.get("temp", TTS_AUDIO.temp))
-
-    def sampler(temp: float, top_k: int) -> Sampler:
-        return Sampler(temp, top_k=top_k or None) if temp > 0 else Sampler(0.0)
-
-    return sampler(text_temp, a.text_top_k), sampler(audio_temp, a.audio_top_k)
+    return (Sampler.from_flags(text_temp, a.text_top_k),
+            Sampler.from_flags(audio_temp, a.audio_top_k))
 
 
 def _voice(model: TtsModel, name: str | None) -> Path | None:

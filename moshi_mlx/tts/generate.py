@@ -126,9 +126,10 @@ class TtsGen:
         return keys[0], keys[1:]
 
     def _inputs(self) -> mx.array:
-        t = self.step_count
-        ready = mx.array([t > d for d in self.audio_delays])
-        audio = mx.where(ready, self._audio, self.lm.cfg.audio_initial_token)
+        t, audio = self.step_count, self._audio
+        if t <= self.max_delay:  # some codebooks still read their initial token
+            ready = mx.array([t > d for d in self.audio_delays])
+            audio = mx.where(ready, audio, self.lm.cfg.audio_initial_token)
         return mx.concatenate([self._text[:, None], audio], axis=1)[:, :, None]
 
     @property
@@ -159,8 +160,9 @@ class TtsGen:
         else:
             audio = self._depformer(h, text) if audio_keys is None else self._depformer(
                 h, text, audio_keys)
-            silent = mx.array([t < d + self.delay_steps for d in self.audio_delays])
-            audio = mx.where(silent, -1, audio)
+            if t < self.max_delay + self.delay_steps:  # some codebooks not started yet
+                silent = mx.array([t < d + self.delay_steps for d in self.audio_delays])
+                audio = mx.where(silent, -1, audio)
         if self.prefix is not None:
             audio = self.prefix.force_audio(t, audio)
         self._text, self._audio = text, audio
